@@ -1,0 +1,312 @@
+// Package broker keeps every configured app's DingTalk credentials valid and hands them out.
+//
+// Each credential (an app's access token or jsapi ticket) has an entry whose current value lives in
+// memory behind an atomic pointer, so a request for a valid token touches neither the store nor
+// DingTalk. A single scheduler goroutine refreshes entries as they come due, a bounded pool of workers
+// does the refreshing, and a refresh shares one in-process flight with every concurrent need of the
+// same key. Across replicas a store lock elects one fetcher while the others wait for its write; the
+// write itself is fenced by the store (generation and never-backwards expiry), so the lock is only an
+// efficiency device.
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/token"
+)
+
+// App is one configured app as the broker sees it.
+type App struct {
+	Name string
+	// Cred is what DingTalk needs to issue the app's access token. Cred.API also selects the ticket API.
+	Cred dingtalk.App
+	// JSAPITicket says whether the app keeps a jsapi ticket too.
+	JSAPITicket bool
+}
+
+// Options configures a Broker. Store, Upstream and Apps are required; zero durations take the defaults
+// of the contract.
+type Options struct {
+	Store    Store
+	Upstream Upstream
+	Apps     []App
+	// Margin: refresh when less than this is left (capped at half the token's lifetime). Default 10m.
+	Margin time.Duration
+	// UpstreamTimeout bounds one DingTalk call; the refresh lock lapses a few seconds after it. Default 10s.
+	UpstreamTimeout time.Duration
+	// FailureRetry is how often an app whose credentials or IP DingTalk rejects is tried again. Default 30s.
+	FailureRetry time.Duration
+	// MaxRPS is the global budget of calls to DingTalk per second (all replicas together when the store
+	// is shared). Default 50.
+	MaxRPS float64
+	// Workers is how many refreshes may run at once in this replica. Default 8.
+	Workers int
+	// StoreTimeout bounds one store operation. Default 1s.
+	StoreTimeout time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger receives refresh outcomes and store transitions. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the broker's metrics. Default: none registered.
+	Registerer prometheus.Registerer
+}
+
+// Errors returned by Token, Invalidate and Ticket. Match them with errors.Is / errors.As.
+var (
+	// ErrUnknownApp: no app of that name is configured.
+	ErrUnknownApp = errors.New("unknown app")
+	// ErrTicketDisabled: the app exists but does not keep a jsapi ticket.
+	ErrTicketDisabled = errors.New("jsapi ticket not enabled")
+)
+
+// RejectedError means DingTalk refuses the app's credentials or this egress IP, and there is no valid
+// token to serve. Retrying soon will not help.
+type RejectedError struct {
+	Upstream *dingtalk.Error
+}
+
+func (e *RejectedError) Error() string { return "upstream rejected: " + e.Upstream.Error() }
+func (e *RejectedError) Unwrap() error { return e.Upstream }
+
+// UnavailableError means there is no valid token and DingTalk is failing (or the store said to wait).
+// RetryAfter is when trying again may succeed.
+type UnavailableError struct {
+	RetryAfter time.Duration
+	// Upstream is the last DingTalk failure, if any.
+	Upstream *dingtalk.Error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Upstream != nil {
+		return fmt.Sprintf("upstream unavailable (retry after %s): %v", e.RetryAfter, e.Upstream)
+	}
+	return fmt.Sprintf("upstream unavailable (retry after %s)", e.RetryAfter)
+}
+func (e *UnavailableError) Unwrap() error {
+	if e.Upstream == nil {
+		return nil
+	}
+	return e.Upstream
+}
+
+// CooldownError means the same token was reported invalid again too soon after it was checked.
+type CooldownError struct {
+	RetryAfter time.Duration
+}
+
+func (e *CooldownError) Error() string {
+	return fmt.Sprintf("invalidation cool-down (retry after %s)", e.RetryAfter)
+}
+
+// Broker keeps the credentials of a set of apps valid. Its methods are safe for concurrent use. Run
+// must be running for refreshes to happen in the background; Token and Invalidate work without it.
+type Broker struct {
+	store    Store
+	upstream Upstream
+	now      func() time.Time
+	log      *slog.Logger
+	m        *metrics
+
+	margin       time.Duration
+	upTimeout    time.Duration
+	lockTTL      time.Duration
+	failRetry    time.Duration
+	storeTimeout time.Duration
+	owner        string // this replica's identity on locks
+
+	entries atomic.Pointer[map[token.Key]*entry]
+	apps    atomic.Pointer[[]App]
+
+	flights singleflight.Group
+	sched   *scheduler
+	budget  *budget
+	workers int
+
+	// life bounds every refresh; it ends when Run returns.
+	life     context.Context
+	stop     context.CancelFunc
+	inflight sync.WaitGroup
+
+	storeUp   atomic.Bool
+	warm      atomic.Bool
+	draining  atomic.Bool
+	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
+	heldMu    sync.Mutex
+	heldLocks map[token.Key]struct{}
+}
+
+// New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
+func New(opts Options) (*Broker, error) {
+	if opts.Store == nil || opts.Upstream == nil {
+		return nil, errors.New("broker: store and upstream are required")
+	}
+	if opts.Margin <= 0 {
+		opts.Margin = 10 * time.Minute
+	}
+	if opts.UpstreamTimeout <= 0 {
+		opts.UpstreamTimeout = 10 * time.Second
+	}
+	if opts.FailureRetry <= 0 {
+		opts.FailureRetry = 30 * time.Second
+	}
+	if opts.MaxRPS <= 0 {
+		opts.MaxRPS = 50
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	owner := make([]byte, 12)
+	if _, err := rand.Read(owner); err != nil {
+		return nil, fmt.Errorf("broker: owner id: %w", err)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	life, stop := context.WithCancel(context.Background())
+	b := &Broker{
+		store:        opts.Store,
+		upstream:     opts.Upstream,
+		now:          opts.Now,
+		log:          opts.Logger,
+		m:            m,
+		margin:       opts.Margin,
+		upTimeout:    opts.UpstreamTimeout,
+		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
+		failRetry:    opts.FailureRetry,
+		storeTimeout: opts.StoreTimeout,
+		owner:        hex.EncodeToString(owner),
+		workers:      opts.Workers,
+		life:         life,
+		stop:         stop,
+		heldLocks:    map[token.Key]struct{}{},
+	}
+	b.budget = newBudget(opts.MaxRPS)
+	b.sched = newScheduler(opts.Now)
+	b.storeUp.Store(true)
+	m.storeUp.Set(1)
+	b.setApps(opts.Apps, nil)
+	return b, nil
+}
+
+// setApps installs apps, keeping the entries (and tokens) of keys that stay. It returns the entries
+// that are new.
+func (b *Broker) setApps(apps []App, old map[token.Key]*entry) []*entry {
+	next := make(map[token.Key]*entry, 2*len(apps))
+	var added []*entry
+	for _, a := range apps {
+		keys := []token.Key{{App: a.Name, Kind: token.AccessToken}}
+		if a.JSAPITicket {
+			keys = append(keys, token.Key{App: a.Name, Kind: token.JSAPITicket})
+		}
+		for _, k := range keys {
+			if e, ok := old[k]; ok {
+				e.setApp(a)
+				next[k] = e
+				continue
+			}
+			e := newEntry(k, a)
+			next[k] = e
+			added = append(added, e)
+		}
+	}
+	appsCopy := append([]App(nil), apps...)
+	b.apps.Store(&appsCopy)
+	b.entries.Store(&next)
+	return added
+}
+
+// Apps returns the configured apps in configuration order.
+func (b *Broker) Apps() []App { return *b.apps.Load() }
+
+func (b *Broker) entry(k token.Key) (*entry, error) {
+	if e, ok := (*b.entries.Load())[k]; ok {
+		return e, nil
+	}
+	if k.Kind == token.JSAPITicket {
+		if _, ok := (*b.entries.Load())[token.Key{App: k.App, Kind: token.AccessToken}]; ok {
+			return nil, ErrTicketDisabled
+		}
+	}
+	return nil, ErrUnknownApp
+}
+
+// Token returns a valid credential for k. A value valid in memory is returned at once; otherwise the
+// caller waits (bounded by ctx) for the one refresh in flight. Errors: ErrUnknownApp,
+// ErrTicketDisabled, *RejectedError, *UnavailableError, or ctx's error.
+func (b *Broker) Token(ctx context.Context, k token.Key) (token.Token, error) {
+	e, err := b.entry(k)
+	if err != nil {
+		return token.Token{}, err
+	}
+	if r := e.cur.Load(); r != nil && r.Valid(b.now()) {
+		return r.Token, nil
+	}
+	return b.await(ctx, e, nil)
+}
+
+// await waits for a refresh of e (shared with every concurrent caller) and returns its result.
+func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.Token, error) {
+	if err := e.blocked(b.now()); err != nil {
+		return token.Token{}, err
+	}
+	ch := b.flight(e, inv)
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return token.Token{}, res.Err
+		}
+		return res.Val.(token.Record).Token, nil
+	case <-ctx.Done():
+		return token.Token{}, ctx.Err()
+	}
+}
+
+// flight starts (or joins) the one refresh of e in this process. The refresh runs on the broker's own
+// context, detached from the callers, so a caller that gives up does not cancel it for the others.
+func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result {
+	name := e.key.String()
+	if inv != nil {
+		name += "!" + token.Fingerprint(inv.value)
+	}
+	return b.flights.DoChan(name, func() (any, error) {
+		b.inflight.Add(1)
+		defer b.inflight.Done()
+		ctx, cancel := context.WithTimeout(b.life, 2*b.lockTTL+b.upTimeout)
+		defer cancel()
+		rec, err := b.refresh(ctx, e, inv)
+		b.reschedule(e)
+		return rec, err
+	})
+}
+
+// Ready reports whether the start-up warm-up has tried every credential once and the broker is not
+// shutting down.
+func (b *Broker) Ready() bool { return b.warm.Load() && !b.draining.Load() }
+
+// Drain marks the broker as shutting down: Ready turns false so load balancers stop sending work.
+func (b *Broker) Drain() { b.draining.Store(true) }
+
+// StoreUp reports whether the store answered the last time it was asked.
+func (b *Broker) StoreUp() bool { return b.storeUp.Load() }

@@ -1,0 +1,128 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/token"
+)
+
+// State is what an entry is doing, as /readyz shows it.
+type State string
+
+// The states of a credential.
+const (
+	StateOK         State = "ok"
+	StateRefreshing State = "refreshing"
+	StateFailing    State = "failing"
+)
+
+// entry is one credential of one app.
+type entry struct {
+	key token.Key
+
+	// cur is the value served; read without locks on the hot path.
+	cur atomic.Pointer[token.Record]
+
+	mu            sync.Mutex
+	app           App
+	state         State
+	lastErr       *dingtalk.Error // last upstream failure, nil after a success
+	nextTry       time.Time       // no upstream call before this (back-off or slow retry)
+	attempts      int             // consecutive retryable failures
+	dirty         bool            // cur was fetched while the store was down and must be written back
+	cooldownUntil time.Time       // reports of cur before this get 429 (set by an invalidation's refresh)
+	changed       chan struct{}   // closed and replaced whenever cur changes
+
+	// Owned by the scheduler, guarded by its mutex.
+	heapIndex int       // position in the scheduler's heap, -1 when not queued
+	due       time.Time // when the scheduler refreshes it next
+}
+
+func newEntry(k token.Key, a App) *entry {
+	return &entry{key: k, app: a, state: StateRefreshing, changed: make(chan struct{}), heapIndex: -1}
+}
+
+func (e *entry) setApp(a App) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.app = a
+}
+
+func (e *entry) appConfig() App {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.app
+}
+
+// adopt makes rec the served value if it is newer than the current one: a later expiry, or the same
+// expiry at a higher generation. It reports whether rec was adopted.
+func (e *entry) adopt(rec token.Record) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.adoptLocked(rec)
+}
+
+func (e *entry) adoptLocked(rec token.Record) bool {
+	if rec.Value == "" {
+		return false
+	}
+	if old := e.cur.Load(); old != nil {
+		if rec.ExpiresAt.Before(old.ExpiresAt) {
+			return false
+		}
+		if rec.ExpiresAt.Equal(old.ExpiresAt) && rec.Value == old.Value && rec.Generation <= old.Generation {
+			return false
+		}
+	}
+	r := rec
+	e.cur.Store(&r)
+	close(e.changed)
+	e.changed = make(chan struct{})
+	return true
+}
+
+// changes returns a channel closed at the next change of cur.
+func (e *entry) changes() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+// blocked returns the error a caller without a valid token gets at once, without any upstream call,
+// while the entry is waiting out a failure; nil when a refresh may be tried.
+func (e *entry) blocked(now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lastErr == nil || !now.Before(e.nextTry) {
+		return nil
+	}
+	if !e.lastErr.Retryable() {
+		return &RejectedError{Upstream: e.lastErr}
+	}
+	return &UnavailableError{RetryAfter: e.nextTry.Sub(now), Upstream: e.lastErr}
+}
+
+// Status is one credential's state as /readyz shows it.
+type Status struct {
+	State State
+	// ExpiresAt is the served value's expiry; zero when there is none.
+	ExpiresAt time.Time
+	// UpstreamCode is DingTalk's code of the last failure; "" after a success.
+	UpstreamCode string
+}
+
+func (e *entry) status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Status{State: e.state}
+	if r := e.cur.Load(); r != nil {
+		s.ExpiresAt = r.ExpiresAt
+	}
+	if e.lastErr != nil {
+		s.UpstreamCode = e.lastErr.Code
+	}
+	return s
+}

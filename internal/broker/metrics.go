@@ -1,0 +1,80 @@
+package broker
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the broker's Prometheus collectors; names and labels are part of the contract.
+type metrics struct {
+	expiry        *prometheus.GaugeVec
+	state         *prometheus.GaugeVec
+	refresh       *prometheus.CounterVec
+	upstream      *prometheus.CounterVec
+	upstreamDur   *prometheus.HistogramVec
+	invalidations *prometheus.CounterVec
+	locks         *prometheus.CounterVec
+	storeUp       prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokend_token_expiry_timestamp_seconds",
+			Help: "When the credential this replica serves expires (Unix seconds).",
+		}, []string{"app", "kind"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokend_app_state",
+			Help: "1 for the credential's current state (ok, refreshing, failing), 0 for the others.",
+		}, []string{"app", "kind", "state"}),
+		refresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_refresh_total",
+			Help: "Refreshes by result: success (fetched and stored), shared (another replica's value was current), failure.",
+		}, []string{"app", "kind", "result"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_upstream_requests_total",
+			Help: "Calls to DingTalk by app, kind and result code (ok, or DingTalk's code, or timeout/network/http_<status>/ip_ban/bad_response).",
+		}, []string{"app", "kind", "code"}),
+		upstreamDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokend_upstream_request_duration_seconds",
+			Help:    "Duration of calls to DingTalk.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"kind"}),
+		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_invalidations_total",
+			Help: "Invalidation reports by result: refreshed, unchanged (DingTalk returned the same token), stale (an older token was reported), cooldown, error.",
+		}, []string{"app", "result"}),
+		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_lock_acquisitions_total",
+			Help: "Attempts to take a refresh lock by result: acquired, contended, error.",
+		}, []string{"result"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokend_store_up",
+			Help: "1 while the shared store answers, 0 while this replica serves from memory alone.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.expiry, m.state, m.refresh, m.upstream, m.upstreamDur, m.invalidations, m.locks, m.storeUp} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("broker: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// setState publishes e's state as the tokend_app_state gauge.
+func (b *Broker) setState(e *entry) {
+	e.mu.Lock()
+	s := e.state
+	e.mu.Unlock()
+	for _, st := range []State{StateOK, StateRefreshing, StateFailing} {
+		v := 0.0
+		if st == s {
+			v = 1
+		}
+		b.m.state.WithLabelValues(e.key.App, string(e.key.Kind), string(st)).Set(v)
+	}
+}

@@ -1,0 +1,604 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/token"
+)
+
+const (
+	// ticketMaxAge: a jsapi ticket never lives longer than this from its creation (dingtalk.md).
+	ticketMaxAge = 24 * time.Hour
+	// banPause: how long DingTalk's per-IP block lasts.
+	banPause = 5 * time.Minute
+	// cooldown: reports of a token that was just checked get 429 for this long.
+	cooldown = 30 * time.Second
+	// pollEvery bounds how long a replica waiting for another's write goes without re-reading the
+	// store, should the pub/sub message be lost.
+	pollEvery = 250 * time.Millisecond
+	// minGap keeps the scheduler from spinning on an entry that cannot make progress.
+	minGap = time.Second
+)
+
+// invalidation asks a refresh to replace value, reported invalid by a client while it was the
+// current value at generation gen.
+type invalidation struct {
+	value string
+	gen   int64
+}
+
+// refresh makes e's value valid and fresh (or, with inv, replaces the reported value), calling
+// DingTalk only when the store does not already hold what is needed and no other replica is fetching.
+func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	for {
+		if !b.storeUp.Load() {
+			return b.refreshAlone(ctx, e, inv)
+		}
+		rec, ok, err := b.storeGet(ctx, e.key)
+		if err != nil {
+			return b.refreshAlone(ctx, e, inv)
+		}
+		if ok {
+			b.adopt(e, rec)
+		}
+		if !b.needs(e.key, rec, ok, inv) {
+			b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+			return rec, nil
+		}
+		if err := b.gate(ctx, e); err != nil {
+			return token.Record{}, err
+		}
+		got, err := b.tryLock(ctx, e.key)
+		if err != nil {
+			return b.refreshAlone(ctx, e, inv)
+		}
+		if got {
+			return b.fetchLocked(ctx, e, inv)
+		}
+		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
+		if err := b.waitChange(ctx, e, rec.Generation); err != nil {
+			return token.Record{}, err
+		}
+	}
+}
+
+// needs reports whether the stored record (ok false: none) calls for a fetch from DingTalk.
+func (b *Broker) needs(k token.Key, rec token.Record, ok bool, inv *invalidation) bool {
+	if !ok {
+		return true
+	}
+	if inv != nil {
+		return rec.Value == inv.value && rec.Generation <= inv.gen
+	}
+	now := b.now()
+	if !rec.Valid(now) {
+		return true
+	}
+	return !b.capped(k, rec.Token) && !now.Before(b.windowStart(rec.Token))
+}
+
+// effMargin is the refresh margin for t: the configured margin, capped at half t's lifetime.
+func (b *Broker) effMargin(t token.Token) time.Duration {
+	life := t.ExpiresAt.Sub(t.FetchedAt)
+	if t.FetchedAt.IsZero() || life <= 0 {
+		return b.margin
+	}
+	return min(b.margin, life/2)
+}
+
+func (b *Broker) windowStart(t token.Token) time.Time { return t.ExpiresAt.Add(-b.effMargin(t)) }
+
+// capped reports whether t is a ticket at its 24 h limit: fetching again returns the same value
+// without extending it, so it is only replaced once it has died.
+func (b *Broker) capped(k token.Key, t token.Token) bool {
+	return k.Kind == token.JSAPITicket && !t.ExpiresAt.Before(t.FirstSeen.Add(ticketMaxAge))
+}
+
+// fetchLocked runs with e's store lock held: it re-reads the store (another replica may have written
+// between our read and our lock), fetches, and writes fenced.
+func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	defer b.unlock(ctx, e.key)
+	rec, ok, err := b.storeGet(ctx, e.key)
+	if err != nil {
+		return b.refreshAlone(ctx, e, inv)
+	}
+	if ok {
+		b.adopt(e, rec)
+	}
+	if !b.needs(e.key, rec, ok, inv) {
+		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+		return rec, nil
+	}
+	if err := b.gate(ctx, e); err != nil {
+		return token.Record{}, err
+	}
+	prev := rec.Token
+	if !ok {
+		if cur := e.cur.Load(); cur != nil {
+			prev = cur.Token
+		}
+	}
+	t, err := b.fetch(ctx, e, prev)
+	if err != nil {
+		return token.Record{}, b.failed(ctx, e, err)
+	}
+	pctx, cancel := b.storeCtx(ctx)
+	cur, written, err := b.store.Put(pctx, e.key, rec.Generation, t)
+	cancel()
+	if err != nil {
+		b.storeFailed(err)
+		return b.keepLocal(e, t), nil
+	}
+	b.adopt(e, cur)
+	b.succeeded(ctx, e, inv)
+	if !written {
+		// A newer record won the fenced write: ours is dropped, theirs is served.
+		b.log.Info("fenced write lost to a newer record", "app", e.key.App, "kind", e.key.Kind)
+	}
+	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
+	b.followTicket(e, inv, cur)
+	return cur, nil
+}
+
+// refreshAlone refreshes e while the store is unreachable: this replica decides on its own, from
+// memory, and the result is written back when the store returns.
+func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	cur := e.cur.Load()
+	var rec token.Record
+	if cur != nil {
+		rec = *cur
+	}
+	if !b.needs(e.key, rec, cur != nil, inv) {
+		return rec, nil
+	}
+	if err := b.gateLocal(e); err != nil {
+		return token.Record{}, err
+	}
+	t, err := b.fetch(ctx, e, rec.Token)
+	if err != nil {
+		return token.Record{}, b.failed(ctx, e, err)
+	}
+	r := b.keepLocal(e, t)
+	b.succeeded(ctx, e, inv)
+	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
+	b.followTicket(e, inv, r)
+	return r, nil
+}
+
+// keepLocal serves t from memory and marks it for writing back to the store.
+func (b *Broker) keepLocal(e *entry, t token.Token) token.Record {
+	e.mu.Lock()
+	gen := int64(0)
+	if cur := e.cur.Load(); cur != nil {
+		gen = cur.Generation
+	}
+	r := token.Record{Token: t, Generation: gen}
+	e.adoptLocked(r)
+	e.dirty = true
+	e.mu.Unlock()
+	b.adopted(e)
+	return r
+}
+
+// fetch calls DingTalk for e's credential. prev is the value known before, to carry FirstSeen.
+func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.Token, error) {
+	app := e.appConfig()
+	e.mu.Lock()
+	if e.lastErr == nil {
+		e.state = StateRefreshing
+	}
+	e.mu.Unlock()
+
+	var (
+		g     dingtalk.Grant
+		err   error
+		start = b.now()
+	)
+	switch e.key.Kind {
+	case token.AccessToken:
+		g, err = b.call(ctx, e.key, func(ctx context.Context) (dingtalk.Grant, error) {
+			return b.upstream.AccessToken(ctx, app.Cred)
+		})
+	case token.JSAPITicket:
+		g, err = b.fetchTicket(ctx, app)
+	}
+	if err != nil {
+		return token.Token{}, err
+	}
+	t := token.Token{Value: g.Value, FetchedAt: start, FirstSeen: start, ExpiresAt: start.Add(g.ExpiresIn)}
+	if prev.Value == g.Value && !prev.FirstSeen.IsZero() {
+		t.FirstSeen = prev.FirstSeen
+	}
+	if e.key.Kind == token.JSAPITicket {
+		if limit := t.FirstSeen.Add(ticketMaxAge); t.ExpiresAt.After(limit) {
+			t.ExpiresAt = limit
+		}
+	}
+	return t, nil
+}
+
+// fetchTicket gets a ticket with the app's current access token. If DingTalk says that token is
+// invalid, the token is replaced (as if a client had reported it) and the ticket call tried once more.
+func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, error) {
+	api := app.Cred.API
+	if app.Cred.Type == dingtalk.Corp {
+		api = dingtalk.Legacy
+	}
+	k := token.Key{App: app.Name, Kind: token.JSAPITicket}
+	tokenKey := token.Key{App: app.Name, Kind: token.AccessToken}
+	for attempt := 0; ; attempt++ {
+		at, err := b.Token(ctx, tokenKey)
+		if err != nil {
+			return dingtalk.Grant{}, err
+		}
+		g, err := b.call(ctx, k, func(ctx context.Context) (dingtalk.Grant, error) {
+			return b.upstream.JSAPITicket(ctx, api, at.Value)
+		})
+		var de *dingtalk.Error
+		if attempt > 0 || !errors.As(err, &de) || de.Class != dingtalk.ClassInvalidToken {
+			return g, err
+		}
+		te, eerr := b.entry(tokenKey)
+		if eerr != nil {
+			return g, err
+		}
+		cur := te.cur.Load()
+		if cur == nil || cur.Value != at.Value {
+			continue // already replaced meanwhile
+		}
+		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value, gen: cur.Generation}); ierr != nil {
+			return g, ierr
+		}
+	}
+}
+
+// call makes one DingTalk call within the rate budget and the upstream timeout, and records it.
+func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context) (dingtalk.Grant, error)) (dingtalk.Grant, error) {
+	if err := b.budget.wait(ctx); err != nil {
+		return dingtalk.Grant{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.upTimeout)
+	defer cancel()
+	start := time.Now()
+	g, err := do(ctx)
+	b.m.upstreamDur.WithLabelValues(string(k.Kind)).Observe(time.Since(start).Seconds())
+	code := "ok"
+	var de *dingtalk.Error
+	if errors.As(err, &de) {
+		code = de.Code
+	} else if err != nil {
+		code = "error"
+	}
+	b.m.upstream.WithLabelValues(k.App, string(k.Kind), code).Inc()
+	return g, err
+}
+
+// failure is the shared back-off state of one credential, kept as a store note so that every replica
+// obeys one schedule.
+type failure struct {
+	Class    dingtalk.Class  `json:"class"`
+	Family   dingtalk.Family `json:"family"`
+	Status   int             `json:"status,omitempty"`
+	Code     string          `json:"code"`
+	Attempts int             `json:"attempts"`
+	NextMs   int64           `json:"next"`
+}
+
+func backoffNote(k token.Key) string { return "backoff:" + k.App + ":" + string(k.Kind) }
+
+const banNote = "ipban"
+
+func cooldownNote(app string) string { return "cooldown:" + app }
+
+// failed records a failed fetch (locally and in the store) and returns the error for the callers.
+func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
+	var de *dingtalk.Error
+	if !errors.As(err, &de) {
+		// Not DingTalk's answer: our context ended, or the ticket's token could not be had (that
+		// entry recorded its own failure).
+		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
+		return err
+	}
+	now := b.now()
+	e.mu.Lock()
+	e.lastErr = de
+	e.state = StateFailing
+	var remaining time.Duration
+	if cur := e.cur.Load(); cur != nil {
+		remaining = cur.ExpiresAt.Sub(now)
+	}
+	switch {
+	case de.Class == dingtalk.ClassBanned:
+		until := now.Add(banPause)
+		b.banUntil.Store(until.UnixMilli())
+		e.nextTry = until.Add(jitter(10 * time.Second))
+		e.attempts = 0
+	case !de.Retryable():
+		e.nextTry = now.Add(b.failRetry)
+		e.attempts = 0
+	default:
+		e.attempts++
+		e.nextTry = now.Add(backoff(e.attempts, de.Class, remaining))
+	}
+	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, NextMs: e.nextTry.UnixMilli()}
+	wait := e.nextTry.Sub(now)
+	e.mu.Unlock()
+
+	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
+	b.setState(e)
+	level := slog.LevelWarn
+	if !de.Retryable() || de.Class == dingtalk.ClassBanned {
+		level = slog.LevelError
+	}
+	b.log.Log(ctx, level, "refresh failed",
+		"app", e.key.App, "kind", e.key.Kind, "upstream_code", de.Code, "family", de.Family,
+		"retryable", de.Retryable(), "retry_in", wait.Round(time.Millisecond).String(), "detail", de.Message)
+
+	if b.storeUp.Load() {
+		raw, _ := json.Marshal(f)
+		sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+10*time.Minute); err != nil {
+			b.storeFailed(err)
+		}
+		if de.Class == dingtalk.ClassBanned {
+			if err := b.store.SetNote(sctx, banNote, strconv.FormatInt(now.Add(banPause).UnixMilli(), 10), banPause); err != nil {
+				b.storeFailed(err)
+			}
+		}
+	}
+	return b.failureError(de, wait)
+}
+
+func (b *Broker) failureError(de *dingtalk.Error, wait time.Duration) error {
+	if !de.Retryable() {
+		return &RejectedError{Upstream: de}
+	}
+	return &UnavailableError{RetryAfter: wait, Upstream: de}
+}
+
+// succeeded clears e's failure state, here and in the store, and starts an invalidation's cool-down.
+func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
+	e.mu.Lock()
+	hadFailure := e.lastErr != nil || e.attempts > 0
+	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
+	e.state = StateOK
+	if inv != nil && e.key.Kind == token.AccessToken {
+		e.cooldownUntil = b.now().Add(cooldown)
+	}
+	e.mu.Unlock()
+	b.setState(e)
+	if hadFailure {
+		b.log.Info("refresh recovered", "app", e.key.App, "kind", e.key.Kind)
+	}
+	if !b.storeUp.Load() {
+		return
+	}
+	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := b.store.SetNote(sctx, backoffNote(e.key), "", 0); err != nil {
+		b.storeFailed(err)
+	}
+	if inv != nil && e.key.Kind == token.AccessToken {
+		until := b.now().Add(cooldown)
+		if err := b.store.SetNote(sctx, cooldownNote(e.key.App), strconv.FormatInt(until.UnixMilli(), 10), cooldown); err != nil {
+			b.storeFailed(err)
+		}
+	}
+}
+
+// gate returns an error instead of letting a fetch happen while DingTalk bans this IP or the shared
+// back-off of e says to wait.
+func (b *Broker) gate(ctx context.Context, e *entry) error {
+	if err := b.gateLocal(e); err != nil {
+		return err
+	}
+	now := b.now()
+	sctx, cancel := b.storeCtx(ctx)
+	defer cancel()
+	if v, ok, err := b.store.GetNote(sctx, banNote); err != nil {
+		b.storeFailed(err)
+	} else if ok {
+		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
+			b.banUntil.Store(ms)
+			return &UnavailableError{RetryAfter: time.UnixMilli(ms).Sub(now), Upstream: banError()}
+		}
+	}
+	v, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
+	if err != nil {
+		b.storeFailed(err)
+		return nil
+	}
+	if !ok || v == "" {
+		return nil
+	}
+	var f failure
+	if json.Unmarshal([]byte(v), &f) != nil {
+		return nil
+	}
+	next := time.UnixMilli(f.NextMs)
+	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
+	e.mu.Lock()
+	// Learn the shared schedule, so this replica's clients and scheduler obey it too.
+	if f.Attempts > e.attempts {
+		e.attempts = f.Attempts
+	}
+	if now.Before(next) {
+		e.lastErr, e.nextTry, e.state = de, next, StateFailing
+	}
+	e.mu.Unlock()
+	if !now.Before(next) {
+		return nil
+	}
+	b.setState(e)
+	return b.failureError(de, next.Sub(now))
+}
+
+// gateLocal is gate without the store: this replica's own view of a ban and of e's back-off.
+func (b *Broker) gateLocal(e *entry) error {
+	now := b.now()
+	if until := time.UnixMilli(b.banUntil.Load()); now.Before(until) {
+		return &UnavailableError{RetryAfter: until.Sub(now), Upstream: banError()}
+	}
+	return e.blocked(now)
+}
+
+func banError() *dingtalk.Error {
+	return &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "ip_ban", Class: dingtalk.ClassBanned, Message: "egress IP blocked by DingTalk"}
+}
+
+// backoff is the wait before retry number attempts after a retryable failure: exponential from 1 s,
+// with jitter, capped at a quarter of the time the served token has left (between 1 s and 60 s; 10 s
+// when there is no valid token), so that a short outage inside the margin is retried often enough
+// to never cost a client an error.
+func backoff(attempts int, class dingtalk.Class, remaining time.Duration) time.Duration {
+	limit := 10 * time.Second
+	if remaining > 0 {
+		limit = min(max(remaining/4, time.Second), time.Minute)
+	}
+	d := time.Second << min(attempts-1, 10)
+	d = min(d, limit)
+	d = d/2 + jitter(d/2)
+	if class == dingtalk.ClassRateLimited && d < time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// waitChange waits until e's value changes past generation gen (another replica's write arriving by
+// pub/sub), re-reading the store every pollEvery in case the message was lost, for at most a lock's TTL.
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64) error {
+	deadline := time.NewTimer(b.lockTTL)
+	defer deadline.Stop()
+	poll := time.NewTicker(pollEvery)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil // the lock has lapsed by now: try to take it
+		case <-e.changes():
+			return nil
+		case <-poll.C:
+			rec, ok, err := b.storeGet(ctx, e.key)
+			if err != nil {
+				return nil // the loop falls back to refreshing alone
+			}
+			if ok && rec.Generation != gen {
+				b.adopt(e, rec)
+				return nil
+			}
+			if !ok && gen != 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// followTicket refreshes the app's ticket in the background when an invalidation replaced its token:
+// whatever made DingTalk revoke the token may have revoked the ticket too.
+func (b *Broker) followTicket(e *entry, inv *invalidation, got token.Record) {
+	if inv == nil || e.key.Kind != token.AccessToken || got.Value == inv.value {
+		return
+	}
+	te, err := b.entry(token.Key{App: e.key.App, Kind: token.JSAPITicket})
+	if err != nil {
+		return
+	}
+	cur := te.cur.Load()
+	if cur == nil {
+		return
+	}
+	b.flight(te, &invalidation{value: cur.Value, gen: cur.Generation})
+}
+
+// storeCtx bounds a group of store operations. The store bounds each operation itself too; this
+// keeps the broker's promise on any store.
+func (b *Broker) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.storeTimeout)
+}
+
+func (b *Broker) storeGet(ctx context.Context, k token.Key) (token.Record, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
+	defer cancel()
+	rec, ok, err := b.store.Get(ctx, k)
+	if err != nil {
+		b.storeFailed(err)
+	}
+	return rec, ok, err
+}
+
+func (b *Broker) tryLock(ctx context.Context, k token.Key) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
+	defer cancel()
+	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
+	switch {
+	case err != nil:
+		b.storeFailed(err)
+		b.m.locks.WithLabelValues("error").Inc()
+	case got:
+		b.m.locks.WithLabelValues("acquired").Inc()
+	default:
+		b.m.locks.WithLabelValues("contended").Inc()
+	}
+	return got, err
+}
+
+// unlock releases k's lock on a context of its own: a refresh cut short by shutdown still releases it.
+func (b *Broker) unlock(ctx context.Context, k token.Key) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.storeTimeout)
+	defer cancel()
+	if err := b.store.Unlock(ctx, k, b.owner); err != nil {
+		b.storeFailed(err)
+	}
+}
+
+// storeFailed notes that the store did not answer; the monitor brings it back.
+func (b *Broker) storeFailed(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	if b.storeUp.CompareAndSwap(true, false) {
+		b.m.storeUp.Set(0)
+		b.log.Warn("store unavailable: serving from memory and refreshing alone", "err", err)
+	}
+}
+
+// adopt serves rec if it is newer than e's value, and updates what depends on the served value.
+func (b *Broker) adopt(e *entry, rec token.Record) {
+	if e.adopt(rec) {
+		b.adopted(e)
+	}
+}
+
+func (b *Broker) adopted(e *entry) {
+	cur := e.cur.Load()
+	if cur == nil {
+		return
+	}
+	b.m.expiry.WithLabelValues(e.key.App, string(e.key.Kind)).Set(float64(cur.ExpiresAt.UnixMilli()) / 1000)
+	if cur.Valid(b.now()) {
+		e.mu.Lock()
+		// Another replica's success ends this one's failure state too.
+		e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
+		e.state = StateOK
+		e.mu.Unlock()
+		b.setState(e)
+	}
+}

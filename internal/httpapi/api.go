@@ -1,0 +1,171 @@
+// Package httpapi serves tokend's two HTTP surfaces: the authenticated client API (tokens, tickets,
+// invalidation, dd.config signatures) and the unauthenticated ops API (health, readiness, metrics).
+// It asks the broker for credentials and knows nothing of the store or of DingTalk.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/signature"
+	"github.com/tokend/tokend/internal/token"
+)
+
+// Broker is what the API needs from the broker. *broker.Broker implements it.
+type Broker interface {
+	Token(ctx context.Context, k token.Key) (token.Token, error)
+	Invalidate(ctx context.Context, app, value string) (token.Token, error)
+	Status() []broker.AppStatus
+	Ready() bool
+	StoreUp() bool
+}
+
+// App is what the API shows and signs for one app.
+type App struct {
+	Name          string
+	Type          string
+	JSAPITicket   bool
+	CorpID        string
+	AgentID       string
+	SignatureHash signature.Hash
+}
+
+// Client is one API client: the SHA-256 of its key and the apps it may use ("*" for all).
+type Client struct {
+	Name      string
+	KeySHA256 [32]byte
+	Apps      []string
+}
+
+// Options configures an API. Broker is required.
+type Options struct {
+	Broker  Broker
+	Apps    []App
+	Clients []Client
+	// Now is the clock for expires_in and signature timestamps. Default time.Now.
+	Now func() time.Time
+	// Logger receives request failures worth an operator's attention. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the HTTP metrics; Gatherer is what /metrics serves. Both default to none
+	// (then /metrics serves an empty registry).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Audit, if set, receives security-relevant events (see Event).
+	Audit func(Event)
+}
+
+// Event is a security-relevant happening on the client API, for the audit log. It never holds a key
+// or a token, only a token's fingerprint.
+type Event struct {
+	Type        string // auth_failure, forbidden, invalidate
+	Client      string
+	App         string
+	Fingerprint string
+	Result      string
+	Remote      string
+}
+
+// API holds the state both handlers share. Apps and clients can be replaced while serving.
+type API struct {
+	broker Broker
+	now    func() time.Time
+	log    *slog.Logger
+	audit  func(Event)
+	m      *httpMetrics
+	gather prometheus.Gatherer
+
+	cfg atomic.Pointer[surface]
+}
+
+// surface is the replaceable part of the configuration, swapped whole on reload.
+type surface struct {
+	apps    map[string]*App
+	order   []*App
+	clients []*client
+}
+
+type client struct {
+	name string
+	hash [32]byte
+	all  bool
+	apps map[string]bool
+}
+
+// New builds an API.
+func New(opts Options) (*API, error) {
+	if opts.Broker == nil {
+		return nil, errors.New("httpapi: broker is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Audit == nil {
+		opts.Audit = func(Event) {}
+	}
+	if opts.Gatherer == nil {
+		opts.Gatherer = prometheus.NewRegistry()
+	}
+	m, err := newHTTPMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer}
+	a.SetConfig(opts.Apps, opts.Clients)
+	return a, nil
+}
+
+// SetConfig replaces the apps and clients; requests already past authentication finish with the old ones.
+func (a *API) SetConfig(apps []App, clients []Client) {
+	s := &surface{apps: make(map[string]*App, len(apps))}
+	for i := range apps {
+		app := apps[i]
+		if app.SignatureHash == "" {
+			app.SignatureHash = signature.SHA1
+		}
+		s.apps[app.Name] = &app
+		s.order = append(s.order, &app)
+	}
+	for _, c := range clients {
+		cl := &client{name: c.Name, hash: c.KeySHA256, apps: map[string]bool{}}
+		for _, name := range c.Apps {
+			if name == "*" {
+				cl.all = true
+			}
+			cl.apps[name] = true
+		}
+		s.clients = append(s.clients, cl)
+	}
+	a.cfg.Store(s)
+}
+
+// authenticate finds the client whose key hashes to the presented key's hash. Every client's hash is
+// compared, in constant time, so timing reveals neither which client matched nor how closely.
+func (s *surface) authenticate(key string) *client {
+	if key == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(key))
+	var found *client
+	for _, c := range s.clients {
+		if subtle.ConstantTimeCompare(sum[:], c.hash[:]) == 1 {
+			found = c
+		}
+	}
+	return found
+}
+
+// may reports whether c may use app. A client limited to a list gets 403 for any other name, whether
+// or not the app exists, so it cannot probe which apps are configured.
+func (c *client) may(app string) bool { return c.all || c.apps[app] }

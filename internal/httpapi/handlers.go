@@ -1,0 +1,260 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/tokend/tokend/internal/signature"
+	"github.com/tokend/tokend/internal/token"
+)
+
+// maxBody is the largest request body accepted (contract: 64 KiB).
+const maxBody = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// app resolves the {app} of the route for the authenticated client, writing the problem and
+// returning nil when it may not be used.
+func (a *API) app(w http.ResponseWriter, r *http.Request) *App {
+	name := chi.URLParam(r, "app")
+	c := clientFrom(r.Context())
+	if !c.may(name) {
+		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
+		writeProblem(w, problem{status: http.StatusForbidden, code: codeForbidden, detail: "this client may not use this app"})
+		return nil
+	}
+	app := a.cfg.Load().apps[name]
+	if app == nil {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "no such app"})
+		return nil
+	}
+	return app
+}
+
+func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
+	c := clientFrom(r.Context())
+	buf := []byte(`{"apps":[`)
+	n := 0
+	for _, app := range a.cfg.Load().order {
+		if !c.may(app.Name) {
+			continue
+		}
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		n++
+		buf = append(buf, `{"name":`...)
+		buf = appendString(buf, app.Name)
+		buf = append(buf, `,"type":`...)
+		buf = appendString(buf, app.Type)
+		buf = append(buf, `,"jsapi_ticket":`...)
+		buf = strconv.AppendBool(buf, app.JSAPITicket)
+		buf = append(buf, '}')
+	}
+	buf = append(buf, "]}\n"...)
+	writeJSON(w, buf)
+}
+
+func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request) {
+	app := a.app(w, r)
+	if app == nil {
+		return
+	}
+	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.AccessToken})
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	a.writeCredential(w, app.Name, "access_token", t)
+}
+
+func (a *API) getTicket(w http.ResponseWriter, r *http.Request) {
+	app := a.app(w, r)
+	if app == nil {
+		return
+	}
+	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	a.writeCredential(w, app.Name, "ticket", t)
+}
+
+// writeCredential writes {"app":…,"<field>":…,"expires_at":…,"expires_in":…}.
+func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.Token) {
+	left := int64(t.ExpiresAt.Sub(a.now()) / time.Second)
+	bp := bufPool.Get().(*[]byte)
+	buf := append((*bp)[:0], `{"app":`...)
+	buf = appendString(buf, app)
+	buf = append(buf, `,"`...)
+	buf = append(buf, field...)
+	buf = append(buf, `":`...)
+	buf = appendString(buf, t.Value)
+	buf = append(buf, `,"expires_at":`...)
+	buf = appendTime(buf, t.ExpiresAt)
+	buf = append(buf, `,"expires_in":`...)
+	buf = strconv.AppendInt(buf, max(left, 0), 10)
+	buf = append(buf, "}\n"...)
+	writeJSON(w, buf)
+	*bp = buf
+	bufPool.Put(bp)
+}
+
+func writeJSON(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+type invalidateRequest struct {
+	AccessToken string `json:"access_token"`
+}
+
+func (a *API) invalidate(w http.ResponseWriter, r *http.Request) {
+	app := a.app(w, r)
+	if app == nil {
+		return
+	}
+	var req invalidateRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	if req.AccessToken == "" {
+		writeProblem(w, problemFor(&badRequestError{"access_token is required"}))
+		return
+	}
+	t, err := a.broker.Invalidate(r.Context(), app.Name, req.AccessToken)
+	result := "ok"
+	if err != nil {
+		result = problemFor(err).code
+	}
+	a.audit(Event{Type: "invalidate", Client: clientFrom(r.Context()).name, App: app.Name,
+		Fingerprint: token.Fingerprint(req.AccessToken), Remote: r.RemoteAddr, Result: result})
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	a.writeCredential(w, app.Name, "access_token", t)
+}
+
+type signatureRequest struct {
+	URL       string `json:"url"`
+	NonceStr  string `json:"nonce_str"`
+	Timestamp *int64 `json:"timestamp"`
+}
+
+type signatureResponse struct {
+	AgentID   string `json:"agentId"`
+	CorpID    string `json:"corpId"`
+	TimeStamp int64  `json:"timeStamp"`
+	NonceStr  string `json:"nonceStr"`
+	Signature string `json:"signature"`
+}
+
+func (a *API) signature(w http.ResponseWriter, r *http.Request) {
+	app := a.app(w, r)
+	if app == nil {
+		return
+	}
+	if !app.JSAPITicket {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"})
+		return
+	}
+	var req signatureRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	if req.URL == "" {
+		writeProblem(w, problemFor(&badRequestError{"url is required"}))
+		return
+	}
+	page, err := signature.NormalizeURL(req.URL)
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	nonce := req.NonceStr
+	if nonce == "" {
+		if nonce, err = signature.NewNonce(); err != nil {
+			writeProblem(w, problemFor(err))
+			return
+		}
+	} else if !validNonce(nonce) {
+		writeProblem(w, problemFor(&badRequestError{"nonce_str must be 1 to 64 characters of A-Z a-z 0-9 _ -"}))
+		return
+	}
+	ts := a.now().UnixMilli()
+	if req.Timestamp != nil {
+		if *req.Timestamp <= 0 {
+			writeProblem(w, problemFor(&badRequestError{"timestamp must be a positive number of milliseconds"}))
+			return
+		}
+		ts = *req.Timestamp
+	}
+	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	resp := signatureResponse{AgentID: app.AgentID, CorpID: app.CorpID, TimeStamp: ts, NonceStr: nonce,
+		Signature: signature.Sign(app.SignatureHash, t.Value, nonce, ts, page)}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	writeJSON(w, append(body, '\n'))
+}
+
+func validNonce(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeBody reads one JSON object of at most maxBody bytes with no unknown fields into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return &badRequestError{"body is larger than 64 KiB"}
+		case errors.Is(err, io.EOF):
+			return &badRequestError{"body must be a JSON object"}
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+			return &badRequestError{"body is not valid JSON"}
+		case errors.As(err, &typ):
+			return &badRequestError{"field " + typ.Field + " has the wrong type"}
+		default:
+			// Unknown fields and the like: json's message names the field, never a value.
+			return &badRequestError{"body: " + err.Error()}
+		}
+	}
+	if dec.More() {
+		return &badRequestError{"body must hold one JSON object"}
+	}
+	return nil
+}

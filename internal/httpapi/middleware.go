@@ -1,0 +1,95 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+type clientKey struct{}
+
+// authenticated admits requests carrying a known bearer key and puts the client in the context.
+func (a *API) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := a.cfg.Load().authenticate(bearer(r.Header.Get("Authorization")))
+		if c == nil {
+			a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})
+			writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: "a valid bearer key is required"})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
+	})
+}
+
+func clientFrom(ctx context.Context) *client { c, _ := ctx.Value(clientKey{}).(*client); return c }
+
+// bearer returns the credentials of an "Authorization: Bearer <key>" header, "" for anything else.
+func bearer(h string) string {
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return ""
+	}
+	return strings.TrimSpace(h[len(prefix):])
+}
+
+// noStore forbids caching of every response: they carry credentials.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Cache-Control"] = []string{"no-store"}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics turns a handler panic into a 500 problem, logging only the route (never the request,
+// which may carry a key or a token).
+func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					log.Error("handler panic", "route", routeOf(r))
+					writeProblem(w, problem{status: http.StatusInternalServerError, code: codeInternal, detail: "internal error"})
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// instrument counts and times requests by route pattern (never the raw path) and status.
+func (a *API) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		a.m.observe(routeOf(r), sw.status, time.Since(start))
+	})
+}
+
+func routeOf(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			return p
+		}
+	}
+	return "unmatched"
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

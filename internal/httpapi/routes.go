@@ -1,0 +1,40 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler returns the client API. Every route requires a bearer key; every response is no-store.
+func (a *API) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(a.instrument, recoverPanics(a.log), noStore)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such route"})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed on this route"})
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(a.authenticated)
+		r.Get("/v1/apps", a.listApps)
+		r.Get("/v1/apps/{app}/access_token", a.getAccessToken)
+		r.Get("/v1/apps/{app}/jsapi_ticket", a.getTicket)
+		r.Post("/v1/apps/{app}/access_token/invalidate", a.invalidate)
+		r.Post("/v1/apps/{app}/jsapi_signature", a.signature)
+	})
+	return r
+}
+
+// OpsHandler returns the ops API: /healthz, /readyz and /metrics, unauthenticated (keep it on a
+// private interface).
+func (a *API) OpsHandler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(recoverPanics(a.log))
+	r.Get("/healthz", a.healthz)
+	r.Get("/readyz", a.readyz)
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
+	return r
+}
