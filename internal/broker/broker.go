@@ -266,6 +266,17 @@ func (b *Broker) Token(ctx context.Context, k token.Key) (token.Token, error) {
 	return b.await(ctx, e, nil)
 }
 
+// Refresh does what the scheduler does when k comes due: it refreshes k if its value is missing,
+// expired or inside the refresh window (sharing the flight with any concurrent need), and returns the
+// value served afterwards. Errors are those of Token.
+func (b *Broker) Refresh(ctx context.Context, k token.Key) (token.Token, error) {
+	e, err := b.entry(k)
+	if err != nil {
+		return token.Token{}, err
+	}
+	return b.await(ctx, e, nil)
+}
+
 // await waits for a refresh of e (shared with every concurrent caller) and returns its result.
 func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.Token, error) {
 	if err := e.blocked(b.now()); err != nil {

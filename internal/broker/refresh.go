@@ -220,6 +220,14 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 		if limit := t.FirstSeen.Add(ticketMaxAge); t.ExpiresAt.After(limit) {
 			t.ExpiresAt = limit
 		}
+		if !t.ExpiresAt.After(b.now()) {
+			// DingTalk handed back a ticket first seen 24 h ago: dead by the documented rule, whatever
+			// expireIn says. Serving it would fail the front-ends; retrying soon gets a new one.
+			err := &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "stale_ticket", Class: dingtalk.ClassUnavailable,
+				Message: "ticket older than 24 h returned"}
+			b.m.upstream.WithLabelValues(e.key.App, string(e.key.Kind), err.Code).Inc()
+			return token.Token{}, err
+		}
 	}
 	return t, nil
 }

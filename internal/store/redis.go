@@ -1,0 +1,539 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/tokend/tokend/internal/token"
+)
+
+// DefaultOpTimeout bounds every Redis operation when RedisOptions.OpTimeout is not set.
+const DefaultOpTimeout = time.Second
+
+// DefaultPrefix is the key prefix when RedisOptions.Prefix is not set.
+const DefaultPrefix = "tokend"
+
+// Timing of Redis.Subscribe's own connection care.
+const (
+	// subscribePingEvery is how long a quiet subscription waits before it checks the connection with
+	// PING; a PING not answered within the operation timeout drops the connection and re-subscribes.
+	subscribePingEvery = 5 * time.Second
+	// subscribeMinBackoff and subscribeMaxBackoff bound the wait between attempts to re-subscribe.
+	subscribeMinBackoff = 50 * time.Millisecond
+	subscribeMaxBackoff = 2 * time.Second
+)
+
+// clusterReloadInterval bounds how stale a Cluster client's map of slots may get. go-redis re-reads
+// it at once only on MOVED or ASK, which a dead master never sends; the store also asks for a re-read
+// after every failed operation (see Redis.failed).
+const clusterReloadInterval = 10 * time.Second
+
+// Hash fields of a record.
+const (
+	fieldGeneration = "generation"
+	fieldValue      = "value"
+	fieldExpires    = "expires_ms"
+	fieldFirstSeen  = "first_seen_ms"
+)
+
+// putScript is Store.Put in one atomic step.
+//
+// KEYS[1] the record. ARGV: 1 expected generation, 2 value, 3 expiry ms, 4 first-seen ms, 5 when the
+// key may be dropped (ms since the epoch), 6 channel, 7 and 8 the announcement without its generation.
+// It returns {written 0/1, generation, value, expiry ms, first-seen ms} of the record stored afterwards.
+var putScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'generation', 'value', 'expires_ms', 'first_seen_ms')
+local g = tonumber(cur[1]) or 0
+if g ~= tonumber(ARGV[1]) or (g > 0 and tonumber(ARGV[3]) < (tonumber(cur[3]) or 0)) then
+  return {0, g, cur[2] or '', cur[3] or '0', cur[4] or '0'}
+end
+local ng = g + 1
+local gs = string.format('%d', ng)
+redis.call('HSET', KEYS[1], 'generation', gs, 'value', ARGV[2], 'expires_ms', ARGV[3], 'first_seen_ms', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7] .. string.len(gs) .. ':' .. gs .. ',' .. ARGV[8])
+return {1, ng, ARGV[2], ARGV[3], ARGV[4]}
+`)
+
+// unlockScript deletes KEYS[1] only if it still holds ARGV[1], the owner.
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// RedisOptions configures OpenRedis. Exactly one of URL and Addrs is set.
+type RedisOptions struct {
+	// URL is a redis:// or rediss:// (TLS) URL of a single node, e.g. redis://host:6379/0.
+	URL string
+	// Addrs lists host:port addresses: one address is a single node, several a Redis Cluster, and
+	// with MasterName they are the Sentinels.
+	Addrs []string
+	// MasterName selects Sentinel mode: the name of the master the Sentinels at Addrs watch.
+	MasterName string
+	// Password, when not empty, authenticates to the Redis nodes (not to the Sentinels), overriding
+	// any password in URL.
+	Password string
+	// Prefix starts every key and the channel name. Empty means DefaultPrefix. It must not contain
+	// '{' or '}', which would break the Cluster hash tags.
+	Prefix string
+	// OpTimeout bounds every operation, connecting included. Zero means DefaultOpTimeout.
+	OpTimeout time.Duration
+}
+
+// Redis is a store shared by every replica that uses the same Redis and prefix. All methods are safe
+// for concurrent use, and none takes longer than the operation timeout (Subscribe aside, which runs
+// until its context ends), even when Redis is frozen or the network drops packets.
+//
+// Keys, with P the prefix: the record of an app's kind is the hash "P:{app}:kind" (fields generation,
+// value, expires_ms, first_seen_ms) and its lock "P:{app}:kind:lock", so that every key of one app
+// shares a Cluster slot; a note is "P:note:name"; writes are announced on the channel "P:events".
+//
+// Errors wrap go-redis errors; they never contain token values, note values or passwords.
+type Redis struct {
+	c         redis.UniversalClient
+	prefix    string
+	channel   string
+	opTimeout time.Duration
+	pingEvery time.Duration // subscribePingEvery; tests shorten it
+}
+
+// OpenRedis connects to Redis as opts says: a URL is one node, several Addrs a Cluster, Addrs with a
+// MasterName a Sentinel-managed master. It does not wait for Redis to answer (use Ping); it fails only
+// on invalid options. The caller must Close the store.
+func OpenRedis(opts RedisOptions) (*Redis, error) {
+	if opts.OpTimeout < 0 {
+		return nil, errors.New("redis options: negative op timeout")
+	}
+	if opts.OpTimeout == 0 {
+		opts.OpTimeout = DefaultOpTimeout
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, errors.New("redis options: prefix must not contain '{' or '}'")
+	}
+	var c redis.UniversalClient
+	switch {
+	case opts.URL != "" && len(opts.Addrs) > 0:
+		return nil, errors.New("redis options: set url or addrs, not both")
+	case opts.URL != "":
+		if opts.MasterName != "" {
+			return nil, errors.New("redis options: master name needs addrs (the sentinels), not a url")
+		}
+		o, err := parseURL(opts.URL)
+		if err != nil {
+			return nil, err
+		}
+		if opts.Password != "" {
+			o.Password = opts.Password
+		}
+		o.DialTimeout = opts.OpTimeout
+		o.ReadTimeout = opts.OpTimeout
+		o.WriteTimeout = opts.OpTimeout
+		o.PoolTimeout = opts.OpTimeout
+		o.ContextTimeoutEnabled = true
+		o.DisableIdentity = true
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		c = redis.NewClient(o)
+	case len(opts.Addrs) > 0:
+		for _, a := range opts.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("redis options: addr %q: %w", a, err)
+			}
+		}
+		maint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		switch {
+		case opts.MasterName != "":
+			c = redis.NewFailoverClient(&redis.FailoverOptions{
+				MasterName:            opts.MasterName,
+				SentinelAddrs:         opts.Addrs,
+				Password:              opts.Password,
+				DialTimeout:           opts.OpTimeout,
+				ReadTimeout:           opts.OpTimeout,
+				WriteTimeout:          opts.OpTimeout,
+				PoolTimeout:           opts.OpTimeout,
+				ContextTimeoutEnabled: true,
+				DisableIdentity:       true,
+			})
+		case len(opts.Addrs) > 1:
+			c = redis.NewClusterClient(&redis.ClusterOptions{
+				Addrs:                      opts.Addrs,
+				Password:                   opts.Password,
+				DialTimeout:                opts.OpTimeout,
+				ReadTimeout:                opts.OpTimeout,
+				WriteTimeout:               opts.OpTimeout,
+				PoolTimeout:                opts.OpTimeout,
+				ContextTimeoutEnabled:      true,
+				DisableIdentity:            true,
+				MaintNotificationsConfig:   maint,
+				ClusterStateReloadInterval: clusterReloadInterval,
+			})
+		default:
+			c = redis.NewClient(&redis.Options{
+				Addr:                     opts.Addrs[0],
+				Password:                 opts.Password,
+				DialTimeout:              opts.OpTimeout,
+				ReadTimeout:              opts.OpTimeout,
+				WriteTimeout:             opts.OpTimeout,
+				PoolTimeout:              opts.OpTimeout,
+				ContextTimeoutEnabled:    true,
+				DisableIdentity:          true,
+				MaintNotificationsConfig: maint,
+			})
+		}
+	default:
+		return nil, errors.New("redis options: url or addrs is required")
+	}
+	return NewRedis(c, opts.Prefix, opts.OpTimeout), nil
+}
+
+// parseURL parses a redis:// or rediss:// URL. Its errors never repeat the URL, which may hold a
+// password.
+func parseURL(raw string) (*redis.Options, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redis url: scheme %q, want redis or rediss", u.Scheme)
+	}
+	o, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	return o, nil
+}
+
+// NewRedis returns a store on c, which it then owns (Close closes it). prefix must not contain '{'
+// or '}' (empty means DefaultPrefix); opTimeout <= 0 means DefaultOpTimeout. c should have its own
+// dial, read, write and pool timeouts set, as OpenRedis does: NewRedis bounds each operation's
+// context, which go-redis honours only with ContextTimeoutEnabled.
+func NewRedis(c redis.UniversalClient, prefix string, opTimeout time.Duration) *Redis {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if opTimeout <= 0 {
+		opTimeout = DefaultOpTimeout
+	}
+	return &Redis{c: c, prefix: prefix, channel: prefix + ":events", opTimeout: opTimeout, pingEvery: subscribePingEvery}
+}
+
+// Close closes the client. Calls in progress fail; Subscribe returns.
+func (s *Redis) Close() error {
+	return s.c.Close()
+}
+
+func (s *Redis) recordKey(k token.Key) string {
+	return s.prefix + ":{" + k.App + "}:" + string(k.Kind)
+}
+
+func (s *Redis) lockKey(k token.Key) string {
+	return s.recordKey(k) + ":lock"
+}
+
+func (s *Redis) noteKey(name string) string {
+	return s.prefix + ":note:" + name
+}
+
+// op bounds ctx with the operation timeout.
+func (s *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opTimeout)
+}
+
+// Get returns the record stored under k; ok is false when there is none.
+func (s *Redis) Get(ctx context.Context, k token.Key) (token.Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return token.Record{}, false, err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	vals, err := s.c.HMGet(ctx, s.recordKey(k), fieldGeneration, fieldValue, fieldExpires, fieldFirstSeen).Result()
+	if err != nil {
+		s.failed(err)
+		return token.Record{}, false, fmt.Errorf("redis get %s: %w", k, err)
+	}
+	if len(vals) != 4 || vals[0] == nil {
+		return token.Record{}, false, nil
+	}
+	rec, err := parseRecord(vals)
+	if err != nil {
+		return token.Record{}, false, fmt.Errorf("redis get %s: %w", k, err)
+	}
+	return rec, true, nil
+}
+
+// parseRecord decodes {generation, value, expiry ms, first-seen ms}, as strings or integers.
+func parseRecord(vals []any) (token.Record, error) {
+	if len(vals) != 4 {
+		return token.Record{}, fmt.Errorf("record: %w", errMalformed)
+	}
+	var nums [4]int64
+	for _, i := range []int{0, 2, 3} {
+		switch v := vals[i].(type) {
+		case int64:
+			nums[i] = v
+		case string:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return token.Record{}, fmt.Errorf("record: %w", errMalformed)
+			}
+			nums[i] = n
+		default:
+			return token.Record{}, fmt.Errorf("record: %w", errMalformed)
+		}
+	}
+	value, ok := vals[1].(string)
+	if !ok {
+		return token.Record{}, fmt.Errorf("record: %w", errMalformed)
+	}
+	return token.Record{
+		Token:      token.Token{Value: value, ExpiresAt: fromMillis(nums[2]), FirstSeen: fromMillis(nums[3])},
+		Generation: nums[0],
+	}, nil
+}
+
+// Put stores t under k as generation gen+1 if the stored generation is gen (0: nothing stored) and
+// t.ExpiresAt is not before the stored expiry, and announces the whole record on the channel, all in
+// one script. It returns the record stored afterwards and whether t was written. Times are kept to the
+// millisecond; the key expires RecordRetention after t.ExpiresAt (by the Redis server's clock).
+//
+// go-redis retries a command whose connection broke; if the first attempt wrote but its answer was
+// lost, the retry reports written false with the caller's own token as the current record.
+func (s *Redis) Put(ctx context.Context, k token.Key, gen int64, t token.Token) (token.Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return token.Record{}, false, err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	exp := toMillis(t.ExpiresAt)
+	head, tail := eventParts(k, t)
+	res, err := putScript.Run(ctx, s.c, []string{s.recordKey(k)},
+		gen, t.Value, exp, toMillis(t.FirstSeen), exp+RecordRetention.Milliseconds(), s.channel, head, tail,
+	).Slice()
+	if err != nil {
+		s.failed(err)
+		return token.Record{}, false, fmt.Errorf("redis put %s: %w", k, err)
+	}
+	if len(res) != 5 {
+		return token.Record{}, false, fmt.Errorf("redis put %s: reply: %w", k, errMalformed)
+	}
+	written, ok := res[0].(int64)
+	if !ok {
+		return token.Record{}, false, fmt.Errorf("redis put %s: reply: %w", k, errMalformed)
+	}
+	rec, err := parseRecord(res[1:])
+	if err != nil {
+		return token.Record{}, false, fmt.Errorf("redis put %s: %w", k, err)
+	}
+	return rec, written == 1, nil
+}
+
+// TryLock takes the lock of k for owner for ttl (SET NX PX) if nobody holds it, and reports whether it
+// did. A lock is not re-entrant: its holder cannot take it again. ttl is rounded up to a whole
+// millisecond; a ttl <= 0 is an error.
+func (s *Redis) TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if ttl <= 0 {
+		return false, fmt.Errorf("redis lock %s: %w", k, errInvalidTTL)
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	err := s.c.SetArgs(ctx, s.lockKey(k), owner, redis.SetArgs{Mode: "NX", TTL: ceilMillis(ttl)}).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	default:
+		s.failed(err)
+		return false, fmt.Errorf("redis lock %s: %w", k, err)
+	}
+}
+
+// Unlock releases the lock of k if owner still holds it; otherwise it does nothing.
+func (s *Redis) Unlock(ctx context.Context, k token.Key, owner string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := unlockScript.Run(ctx, s.c, []string{s.lockKey(k)}, owner).Err(); err != nil {
+		s.failed(err)
+		return fmt.Errorf("redis unlock %s: %w", k, err)
+	}
+	return nil
+}
+
+// GetNote returns the note called name; ok is false when there is none or it expired.
+func (s *Redis) GetNote(ctx context.Context, name string) (string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	v, err := s.c.Get(ctx, s.noteKey(name)).Result()
+	switch {
+	case err == nil:
+		return v, true, nil
+	case errors.Is(err, redis.Nil):
+		return "", false, nil
+	default:
+		s.failed(err)
+		return "", false, fmt.Errorf("redis get note: %w", err)
+	}
+}
+
+// SetNote stores value as the note called name for ttl (rounded up to a whole millisecond); a ttl
+// <= 0 deletes the note.
+func (s *Redis) SetNote(ctx context.Context, name, value string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	var err error
+	if ttl <= 0 {
+		err = s.c.Del(ctx, s.noteKey(name)).Err()
+	} else {
+		err = s.c.Set(ctx, s.noteKey(name), value, ceilMillis(ttl)).Err()
+	}
+	if err != nil {
+		s.failed(err)
+		return fmt.Errorf("redis set note: %w", err)
+	}
+	return nil
+}
+
+// Ping reports whether Redis answers.
+func (s *Redis) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		s.failed(err)
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
+// Subscribe calls fn with every record any client writes (each Put announces the whole record, so fn
+// needs no re-read) until ctx ends; then it returns nil. It calls ready each time the subscription is
+// confirmed by Redis: at start, and after every reconnect, when announcements may have been missed.
+// ready and fn are called from the calling goroutine, one at a time.
+//
+// Subscribe never gives up while ctx lives. It re-subscribes, with a capped back-off, whenever the
+// connection breaks, and it checks a quiet connection with PING so that a frozen Redis or a silently
+// dropped connection is noticed within seconds. An announcement it cannot decode (another tokend
+// version, say) is skipped, and ready is called so that the caller re-reads instead.
+func (s *Redis) Subscribe(ctx context.Context, ready func(), fn func(token.Key, token.Record)) error {
+	backoff := subscribeMinBackoff
+	for ctx.Err() == nil {
+		if s.subscribeOnce(ctx, ready, fn) {
+			backoff = subscribeMinBackoff
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, subscribeMaxBackoff)
+	}
+	return nil
+}
+
+// subscribeOnce runs one subscription until its connection fails or ctx ends, and reports whether
+// Redis confirmed it.
+func (s *Redis) subscribeOnce(ctx context.Context, ready func(), fn func(token.Key, token.Record)) (established bool) {
+	ps := s.c.Subscribe(ctx) // no channel yet: no I/O
+	defer ps.Close()
+	// Closing the connection is what interrupts a blocked read when ctx ends.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+
+	sctx, cancel := s.op(ctx)
+	err := ps.Subscribe(sctx, s.channel)
+	cancel()
+	if err != nil {
+		s.failed(err)
+		return false
+	}
+	pinged := false
+	for {
+		wait := s.pingEvery
+		if pinged {
+			wait = s.opTimeout
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return established
+			}
+			if pinged || !isTimeout(err) {
+				s.failed(err)
+				return established
+			}
+			pctx, cancel := s.op(ctx)
+			err = ps.Ping(pctx)
+			cancel()
+			if err != nil {
+				return established
+			}
+			pinged = true
+			continue
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == s.channel {
+				established = true
+				ready()
+			}
+		case *redis.Message:
+			if m.Channel != s.channel {
+				continue
+			}
+			k, rec, err := decodeEvent(m.Payload)
+			if err != nil {
+				ready()
+				continue
+			}
+			fn(k, rec)
+		}
+	}
+}
+
+// failed is called with every error from Redis. On a Cluster it asks for the map of slots to be
+// re-read (go-redis coalesces and paces these), so that after a failover the client finds the new
+// master within a second or so instead of dialling the dead one until the next periodic reload.
+func (s *Redis) failed(err error) {
+	if cc, ok := s.c.(*redis.ClusterClient); ok && err != nil && !errors.Is(err, redis.Nil) {
+		cc.ReloadState(context.Background())
+	}
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

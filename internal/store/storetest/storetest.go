@@ -1,0 +1,648 @@
+// Package storetest is the contract suite every tokend store must pass: the fencing of Put, locks,
+// notes, announcements and their lifetimes. Run it from a store's tests with a Harness factory.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/internal/store"
+	"github.com/tokend/tokend/internal/token"
+)
+
+// Store is the store API under test: broker.Store, declared here so that the suite does not depend
+// on the broker.
+type Store interface {
+	Get(ctx context.Context, k token.Key) (rec token.Record, ok bool, err error)
+	Put(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error)
+	TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error)
+	Unlock(ctx context.Context, k token.Key, owner string) error
+	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
+	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
+	Subscribe(ctx context.Context, ready func(), fn func(token.Key, token.Record)) error
+	Ping(ctx context.Context) error
+}
+
+// Harness is one fresh, empty backend with two handles on it, standing for two replicas.
+type Harness struct {
+	// A and B share one backend: what one writes, the other reads.
+	A, B Store
+	// Now is the clock the backend judges lifetimes by. Nil means time.Now.
+	Now func() time.Time
+	// Advance moves the backend's clock forward by d. Nil means the backend follows the wall clock
+	// (a real Redis): the suite then waits for lifetimes to pass, polling with a deadline.
+	Advance func(d time.Duration)
+}
+
+// pollSlack is how long past a lifetime the suite waits for a wall-clock backend to act on it.
+const pollSlack = 5 * time.Second
+
+func (h Harness) now() time.Time {
+	if h.Now == nil {
+		return time.Now()
+	}
+	return h.Now()
+}
+
+// elapse lets d pass on the backend and then requires cond to hold: at once with an Advance, or
+// within pollSlack with the wall clock, where time itself is under test.
+func (h Harness) elapse(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if h.Advance != nil {
+		h.Advance(d)
+		if !cond() {
+			t.Fatalf("%s: not so after advancing the clock by %v", what, d)
+		}
+		return
+	}
+	deadline := time.Now().Add(d + pollSlack)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not so %v after a lifetime of %v", what, pollSlack, d)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a wall-clock expiry; nothing to wait on instead
+	}
+}
+
+// Run runs the contract suite. newStore is called once per subtest and must return a harness on a
+// fresh, empty backend (a new prefix on a shared Redis will do); it registers its own cleanup.
+func Run(t *testing.T, newStore func(t *testing.T) Harness) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, h Harness)
+	}{
+		{"GetEmpty", testGetEmpty},
+		{"PutSequence", testPutSequence},
+		{"StaleGeneration", testStaleGeneration},
+		{"ExpiryNeverBackwards", testExpiryNeverBackwards},
+		{"ConcurrentPut", testConcurrentPut},
+		{"KeysIndependent", testKeysIndependent},
+		{"OddBytes", testOddBytes},
+		{"TimePrecision", testTimePrecision},
+		{"RecordRetention", testRecordRetention},
+		{"Lock", testLock},
+		{"LockLapses", testLockLapses},
+		{"Notes", testNotes},
+		{"NoteExpires", testNoteExpires},
+		{"Subscribe", testSubscribe},
+		{"SubscribeOddBytes", testSubscribeOddBytes},
+		{"SubscribeStops", testSubscribeStops},
+		{"Ping", testPing},
+		{"CanceledContext", testCanceledContext},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+var crm = token.Key{App: "crm", Kind: token.AccessToken}
+
+// tok returns a token expiring in + the base time, with whole-millisecond, UTC times so it compares
+// equal to what a store returns.
+func tok(h Harness, value string, in time.Duration) token.Token {
+	now := h.now().Truncate(time.Millisecond).UTC()
+	return token.Token{Value: value, ExpiresAt: now.Add(in), FirstSeen: now}
+}
+
+func mustPut(t *testing.T, s Store, k token.Key, gen int64, tk token.Token) token.Record {
+	t.Helper()
+	cur, written, err := s.Put(t.Context(), k, gen, tk)
+	if err != nil {
+		t.Fatalf("Put(%s, gen %d): %v", k, gen, err)
+	}
+	if !written {
+		t.Fatalf("Put(%s, gen %d): not written; current generation %d", k, gen, cur.Generation)
+	}
+	want := token.Record{Token: tk, Generation: gen + 1}
+	if !sameRecord(cur, want) {
+		t.Fatalf("Put(%s, gen %d) returned %s, want %s", k, gen, show(cur), show(want))
+	}
+	return cur
+}
+
+func mustGet(t *testing.T, s Store, k token.Key) (token.Record, bool) {
+	t.Helper()
+	rec, ok, err := s.Get(t.Context(), k)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", k, err)
+	}
+	return rec, ok
+}
+
+func sameRecord(a, b token.Record) bool {
+	return a.Generation == b.Generation && a.Value == b.Value &&
+		a.ExpiresAt.Equal(b.ExpiresAt) && a.FirstSeen.Equal(b.FirstSeen)
+}
+
+// show describes a record without its value, which may be long or binary: only its fingerprint.
+func show(r token.Record) string {
+	return fmt.Sprintf("{gen %d, value %q (%d bytes), expires %s, first seen %s}",
+		r.Generation, token.Fingerprint(r.Value), len(r.Value),
+		r.ExpiresAt.Format(time.RFC3339Nano), r.FirstSeen.Format(time.RFC3339Nano))
+}
+
+func testGetEmpty(t *testing.T, h Harness) {
+	if rec, ok := mustGet(t, h.A, crm); ok {
+		t.Fatalf("Get on an empty store = %s, true", show(rec))
+	}
+}
+
+func testPutSequence(t *testing.T, h Harness) {
+	t1 := tok(h, "first", 2*time.Hour)
+	r1 := mustPut(t, h.A, crm, 0, t1)
+	if got, ok := mustGet(t, h.B, crm); !ok || !sameRecord(got, r1) {
+		t.Fatalf("B.Get after A.Put = %s, %v; want %s", show(got), ok, show(r1))
+	}
+	t2 := tok(h, "second", 3*time.Hour)
+	r2 := mustPut(t, h.B, crm, 1, t2)
+	if got, ok := mustGet(t, h.A, crm); !ok || !sameRecord(got, r2) {
+		t.Fatalf("A.Get after B.Put = %s, %v; want %s", show(got), ok, show(r2))
+	}
+}
+
+func testStaleGeneration(t *testing.T, h Harness) {
+	r1 := mustPut(t, h.A, crm, 0, tok(h, "winner", 2*time.Hour))
+	for _, gen := range []int64{0, 2, 7, -1} {
+		cur, written, err := h.B.Put(t.Context(), crm, gen, tok(h, "loser", 3*time.Hour))
+		if err != nil {
+			t.Fatalf("Put gen %d: %v", gen, err)
+		}
+		if written || !sameRecord(cur, r1) {
+			t.Fatalf("Put gen %d over generation 1 = %s, %v; want refused with %s", gen, show(cur), written, show(r1))
+		}
+	}
+	if got, _ := mustGet(t, h.A, crm); !sameRecord(got, r1) {
+		t.Fatalf("after refused Puts Get = %s, want %s", show(got), show(r1))
+	}
+	// Nothing stored: only generation 0 may write.
+	other := token.Key{App: "other", Kind: token.AccessToken}
+	cur, written, err := h.A.Put(t.Context(), other, 1, tok(h, "x", time.Hour))
+	if err != nil || written || cur.Generation != 0 {
+		t.Fatalf("Put gen 1 on an empty key = %s, %v, %v; want refused with generation 0", show(cur), written, err)
+	}
+}
+
+func testExpiryNeverBackwards(t *testing.T, h Harness) {
+	first := tok(h, "long", 2*time.Hour)
+	r1 := mustPut(t, h.A, crm, 0, first)
+
+	earlier := first
+	earlier.Value = "shorter"
+	earlier.ExpiresAt = first.ExpiresAt.Add(-time.Millisecond)
+	cur, written, err := h.B.Put(t.Context(), crm, 1, earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written || !sameRecord(cur, r1) {
+		t.Fatalf("Put with an earlier expiry = %s, %v; want refused with %s", show(cur), written, show(r1))
+	}
+
+	equal := first
+	equal.Value = "same-expiry"
+	mustPut(t, h.B, crm, 1, equal)
+}
+
+func testConcurrentPut(t *testing.T, h Harness) {
+	const n = 16
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		winners []string
+		results = make([]token.Record, n)
+		errs    = make([]error, n)
+	)
+	start := make(chan struct{})
+	for i := range n {
+		s := h.A
+		if i%2 == 1 {
+			s = h.B
+		}
+		wg.Go(func() {
+			<-start
+			v := fmt.Sprintf("value-%d", i)
+			cur, written, err := s.Put(t.Context(), crm, 0, tok(h, v, time.Hour))
+			results[i], errs[i] = cur, err
+			if written {
+				mu.Lock()
+				winners = append(winners, v)
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d concurrent Puts of generation 0 wrote %d times, want exactly once", n, len(winners))
+	}
+	for i, r := range results {
+		if r.Generation != 1 || r.Value != winners[0] {
+			t.Fatalf("Put %d returned generation %d value %q, want generation 1 value %q", i, r.Generation, r.Value, winners[0])
+		}
+	}
+}
+
+func testKeysIndependent(t *testing.T, h Harness) {
+	keys := []token.Key{
+		{App: "crm", Kind: token.AccessToken},
+		{App: "crm", Kind: token.JSAPITicket},
+		{App: "hr", Kind: token.AccessToken},
+	}
+	recs := make([]token.Record, len(keys))
+	for i, k := range keys {
+		recs[i] = mustPut(t, h.A, k, 0, tok(h, "v-"+k.String(), time.Duration(i+1)*time.Hour))
+	}
+	for i, k := range keys {
+		if got, ok := mustGet(t, h.B, k); !ok || !sameRecord(got, recs[i]) {
+			t.Fatalf("Get(%s) = %s, %v; want its own %s", k, show(got), ok, show(recs[i]))
+		}
+	}
+	// A lock and a note do not touch records.
+	if ok, err := h.A.TryLock(t.Context(), keys[0], "owner", time.Minute); err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	if err := h.A.SetNote(t.Context(), keys[0].String(), "note", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := mustGet(t, h.A, keys[0]); !ok || got.Generation != 1 {
+		t.Fatalf("Get after TryLock and SetNote = %s, %v", show(got), ok)
+	}
+}
+
+// oddValues are values and names that a careless encoding would mangle.
+func oddValues() []string {
+	return []string{
+		"",
+		"plain",
+		"\x00\x01\xff\xfe",
+		"with space\r\n\ttab",
+		`{"json":"yes"}`,
+		"5:netstring,",
+		"a:b,c;d|e{f}g",
+		"ключ-密钥-🔑",
+		"\xc3\x28 invalid utf-8",
+		strings.Repeat("long.", 20000),
+	}
+}
+
+func testOddBytes(t *testing.T, h Harness) {
+	for i, v := range oddValues() {
+		k := token.Key{App: oddApp(i), Kind: token.AccessToken}
+		tk := tok(h, v, time.Hour)
+		mustPut(t, h.A, k, 0, tk)
+		got, ok := mustGet(t, h.B, k)
+		if !ok || got.Value != v || got.Generation != 1 {
+			t.Fatalf("odd value %d: Get = %s, %v; want the value back byte for byte", i, show(got), ok)
+		}
+	}
+}
+
+// oddApp returns an app name for case i; a few are odd themselves.
+func oddApp(i int) string {
+	switch i % 4 {
+	case 1:
+		return fmt.Sprintf("br{ace}%d", i)
+	case 2:
+		return fmt.Sprintf("co:lon %d ключ", i)
+	case 3:
+		return fmt.Sprintf("}%d{", i)
+	}
+	return fmt.Sprintf("app-%d", i)
+}
+
+func testTimePrecision(t *testing.T, h Harness) {
+	base := h.now().Add(time.Hour)
+	tk := token.Token{Value: "v", ExpiresAt: base.Add(123456 * time.Nanosecond)}
+	cur, written, err := h.A.Put(t.Context(), crm, 0, tk)
+	if err != nil || !written {
+		t.Fatalf("Put = %v, %v", written, err)
+	}
+	want := tk.ExpiresAt.Truncate(time.Millisecond)
+	got, _ := mustGet(t, h.B, crm)
+	for name, r := range map[string]token.Record{"Put": cur, "Get": got} {
+		if !r.ExpiresAt.Equal(want) {
+			t.Errorf("%s expiry = %v, want %v (millisecond precision)", name, r.ExpiresAt, want)
+		}
+		if r.ExpiresAt.Location() != time.UTC {
+			t.Errorf("%s expiry location = %v, want UTC", name, r.ExpiresAt.Location())
+		}
+		if !r.FirstSeen.IsZero() {
+			t.Errorf("%s first seen = %v, want the zero time back", name, r.FirstSeen)
+		}
+	}
+}
+
+func testRecordRetention(t *testing.T, h Harness) {
+	// A token that expired long ago is kept until RecordRetention after its expiry.
+	const left = time.Second
+	tk := tok(h, "old", left-store.RecordRetention)
+	mustPut(t, h.A, crm, 0, tk)
+	if _, ok := mustGet(t, h.B, crm); !ok {
+		t.Fatal("record gone before its retention ended")
+	}
+	h.elapse(t, left+time.Millisecond, "record dropped after its retention", func() bool {
+		_, ok := mustGet(t, h.B, crm)
+		return !ok
+	})
+	// Once dropped, the key starts again at generation 0.
+	mustPut(t, h.A, crm, 0, tok(h, "new", time.Hour))
+}
+
+func testLock(t *testing.T, h Harness) {
+	ctx := t.Context()
+	try := func(s Store, k token.Key, owner string, want bool) {
+		t.Helper()
+		ok, err := s.TryLock(ctx, k, owner, time.Minute)
+		if err != nil {
+			t.Fatalf("TryLock(%s, %s): %v", k, owner, err)
+		}
+		if ok != want {
+			t.Fatalf("TryLock(%s, %s) = %v, want %v", k, owner, ok, want)
+		}
+	}
+	unlock := func(s Store, k token.Key, owner string) {
+		t.Helper()
+		if err := s.Unlock(ctx, k, owner); err != nil {
+			t.Fatalf("Unlock(%s, %s): %v", k, owner, err)
+		}
+	}
+	ticket := token.Key{App: "crm", Kind: token.JSAPITicket}
+
+	try(h.A, crm, "a", true)
+	try(h.B, crm, "b", false)
+	try(h.A, crm, "a", false) // not re-entrant
+	try(h.B, ticket, "b", true)
+	unlock(h.B, crm, "b") // not the owner: nothing happens
+	try(h.B, crm, "b", false)
+	unlock(h.B, ticket, "b")
+	unlock(h.B, crm, "a") // the owner's name releases it, from any handle
+	try(h.B, crm, "b", true)
+	try(h.A, ticket, "a", true)
+	unlock(h.A, token.Key{App: "none", Kind: token.AccessToken}, "a") // no lock: no error
+
+	if ok, err := h.A.TryLock(ctx, crm, "c", 0); err == nil || ok {
+		t.Fatalf("TryLock with ttl 0 = %v, %v; want an error", ok, err)
+	}
+}
+
+func testLockLapses(t *testing.T, h Harness) {
+	const ttl = time.Second
+	if ok, err := h.A.TryLock(t.Context(), crm, "a", ttl); err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	if ok, err := h.B.TryLock(t.Context(), crm, "b", ttl); err != nil || ok {
+		t.Fatalf("TryLock while held = %v, %v", ok, err)
+	}
+	h.elapse(t, ttl+time.Millisecond, "lock lapsed after its ttl", func() bool {
+		ok, err := h.B.TryLock(t.Context(), crm, "b", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	})
+	// The lapsed owner's Unlock must not release the new holder's lock.
+	if err := h.A.Unlock(t.Context(), crm, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := h.A.TryLock(t.Context(), crm, "a", time.Minute); err != nil || ok {
+		t.Fatalf("TryLock after the old owner's Unlock = %v, %v; want still held by b", ok, err)
+	}
+}
+
+func testNotes(t *testing.T, h Harness) {
+	ctx := t.Context()
+	get := func(s Store, name string) (string, bool) {
+		t.Helper()
+		v, ok, err := s.GetNote(ctx, name)
+		if err != nil {
+			t.Fatalf("GetNote(%q): %v", name, err)
+		}
+		return v, ok
+	}
+	set := func(s Store, name, value string, ttl time.Duration) {
+		t.Helper()
+		if err := s.SetNote(ctx, name, value, ttl); err != nil {
+			t.Fatalf("SetNote(%q): %v", name, err)
+		}
+	}
+	if v, ok := get(h.A, "backoff:crm"); ok {
+		t.Fatalf("GetNote on empty store = %q, true", v)
+	}
+	set(h.A, "backoff:crm", "3", time.Minute)
+	if v, ok := get(h.B, "backoff:crm"); !ok || v != "3" {
+		t.Fatalf("GetNote = %q, %v; want 3", v, ok)
+	}
+	set(h.B, "backoff:crm", "4", time.Minute)
+	if v, ok := get(h.A, "backoff:crm"); !ok || v != "4" {
+		t.Fatalf("GetNote after overwrite = %q, %v; want 4", v, ok)
+	}
+	for _, ttl := range []time.Duration{0, -time.Second} {
+		set(h.A, "backoff:crm", "5", time.Minute)
+		set(h.B, "backoff:crm", "", ttl)
+		if v, ok := get(h.A, "backoff:crm"); ok {
+			t.Fatalf("GetNote after SetNote ttl %v = %q, true; want deleted", ttl, v)
+		}
+	}
+	set(h.A, "never-set", "", 0) // deleting what does not exist is fine
+	for i, v := range oddValues() {
+		name := oddApp(i) + v[:min(len(v), 20)]
+		set(h.A, name, v, time.Minute)
+		if got, ok := get(h.B, name); !ok || got != v {
+			t.Fatalf("odd note %d: got %d bytes, %v; want the value back byte for byte", i, len(got), ok)
+		}
+	}
+}
+
+func testNoteExpires(t *testing.T, h Harness) {
+	const ttl = time.Second
+	if err := h.A.SetNote(t.Context(), "ban", "until-later", ttl); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := h.B.GetNote(t.Context(), "ban"); err != nil || !ok {
+		t.Fatalf("GetNote right after SetNote = %v, %v", ok, err)
+	}
+	h.elapse(t, ttl+time.Millisecond, "note expired after its ttl", func() bool {
+		_, ok, err := h.B.GetNote(t.Context(), "ban")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !ok
+	})
+}
+
+type event struct {
+	k   token.Key
+	rec token.Record
+}
+
+// subscription runs s.Subscribe in the background until the test ends.
+type subscription struct {
+	ready  chan struct{}
+	events chan event
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func subscribe(t *testing.T, s Store) *subscription {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sub := &subscription{
+		ready:  make(chan struct{}, 16),
+		events: make(chan event, 64),
+		done:   make(chan error, 1),
+		cancel: cancel,
+	}
+	go func() {
+		sub.done <- s.Subscribe(ctx,
+			func() {
+				select {
+				case sub.ready <- struct{}{}:
+				default:
+				}
+			},
+			func(k token.Key, rec token.Record) { sub.events <- event{k, rec} },
+		)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-sub.done:
+		case <-time.After(10 * time.Second):
+			t.Error("Subscribe did not return after its context was canceled")
+		}
+	})
+	select {
+	case <-sub.ready:
+	case err := <-sub.done:
+		t.Fatalf("Subscribe returned before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe did not call ready")
+	}
+	return sub
+}
+
+func (sub *subscription) next(t *testing.T) event {
+	t.Helper()
+	select {
+	case ev := <-sub.events:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no announcement within 10s")
+		return event{}
+	}
+}
+
+func testSubscribe(t *testing.T, h Harness) {
+	subA := subscribe(t, h.A)
+	subB := subscribe(t, h.B)
+
+	r1 := mustPut(t, h.B, crm, 0, tok(h, "from-b", time.Hour))
+	for name, sub := range map[string]*subscription{"A": subA, "B (the writer)": subB} {
+		ev := sub.next(t)
+		if ev.k != crm || !sameRecord(ev.rec, r1) {
+			t.Fatalf("subscriber %s got %s %s, want %s %s", name, ev.k, show(ev.rec), crm, show(r1))
+		}
+	}
+
+	// A refused Put announces nothing; the next write is the next announcement.
+	if _, written, err := h.A.Put(t.Context(), crm, 0, tok(h, "stale", 2*time.Hour)); err != nil || written {
+		t.Fatalf("stale Put = %v, %v", written, err)
+	}
+	ticket := token.Key{App: "crm", Kind: token.JSAPITicket}
+	r2 := mustPut(t, h.A, ticket, 0, tok(h, "ticket", 2*time.Hour))
+	r3 := mustPut(t, h.A, crm, 1, tok(h, "from-a", 2*time.Hour))
+	for name, sub := range map[string]*subscription{"A": subA, "B": subB} {
+		for _, want := range []event{{ticket, r2}, {crm, r3}} {
+			ev := sub.next(t)
+			if ev.k != want.k || !sameRecord(ev.rec, want.rec) {
+				t.Fatalf("subscriber %s got %s %s, want %s %s", name, ev.k, show(ev.rec), want.k, show(want.rec))
+			}
+		}
+	}
+}
+
+func testSubscribeOddBytes(t *testing.T, h Harness) {
+	sub := subscribe(t, h.A)
+	for i, v := range oddValues() {
+		k := token.Key{App: oddApp(i), Kind: token.Kind("kind:" + oddApp(i+1))}
+		r := mustPut(t, h.B, k, 0, tok(h, v, time.Hour))
+		ev := sub.next(t)
+		if ev.k != k || !sameRecord(ev.rec, r) {
+			t.Fatalf("odd value %d: got %q %s, want %q %s", i, ev.k, show(ev.rec), k, show(r))
+		}
+	}
+}
+
+func testSubscribeStops(t *testing.T, h Harness) {
+	ctx, cancel := context.WithCancel(t.Context())
+	ready := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- h.A.Subscribe(ctx, func() {
+			select {
+			case ready <- struct{}{}:
+			default:
+			}
+		}, func(token.Key, token.Record) {})
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe did not call ready")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Subscribe returned %v after cancel, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Subscribe did not return within 5s of its context ending")
+	}
+	// An already-ended context returns at once.
+	if err := h.B.Subscribe(ctx, func() {}, func(token.Key, token.Record) {}); err != nil {
+		t.Fatalf("Subscribe on an ended context = %v, want nil", err)
+	}
+}
+
+func testPing(t *testing.T, h Harness) {
+	for name, s := range map[string]Store{"A": h.A, "B": h.B} {
+		if err := s.Ping(t.Context()); err != nil {
+			t.Fatalf("%s.Ping: %v", name, err)
+		}
+	}
+}
+
+func testCanceledContext(t *testing.T, h Harness) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	tk := tok(h, "v", time.Hour)
+	calls := map[string]func() error{
+		"Get":     func() error { _, _, err := h.A.Get(ctx, crm); return err },
+		"Put":     func() error { _, _, err := h.A.Put(ctx, crm, 0, tk); return err },
+		"TryLock": func() error { _, err := h.A.TryLock(ctx, crm, "a", time.Minute); return err },
+		"Unlock":  func() error { return h.A.Unlock(ctx, crm, "a") },
+		"GetNote": func() error { _, _, err := h.A.GetNote(ctx, "n"); return err },
+		"SetNote": func() error { return h.A.SetNote(ctx, "n", "v", time.Minute) },
+		"Ping":    func() error { return h.A.Ping(ctx) },
+	}
+	for name, call := range calls {
+		if err := call(); err == nil {
+			t.Errorf("%s with a canceled context returned no error", name)
+		}
+	}
+	// Nothing was written.
+	if rec, ok := mustGet(t, h.B, crm); ok {
+		t.Fatalf("Put with a canceled context stored %s", show(rec))
+	}
+}
