@@ -56,7 +56,11 @@ type Config struct {
 	Upstream  Upstream
 	DingTalk  DingTalk
 	// Apps holds at least one app, in file order, with unique names.
-	Apps []App
+	// TLS, when set, serves the client API over TLS (and, with a client CA, accepts client certificates).
+	TLS *TLS
+	// RateLimit is every client's default request rate limit on the client API (per replica).
+	RateLimit RateLimit
+	Apps      []App
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
 }
@@ -135,12 +139,36 @@ type App struct {
 	CorpSecret string
 }
 
-// Client is one API client, known by the SHA-256 of its key.
+// TLS is the client listener's TLS configuration. The files are checked at load time (the key pair
+// loads, the CA bundle holds certificates) and read again by the server on reload.
+type TLS struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes the listener ask for client certificates and verify them against
+	// these CAs; a verified certificate identifies a client listed with cert_names. Clients may still
+	// use bearer keys.
+	ClientCAFile string
+}
+
+// RateLimit is a token bucket: RPS requests per second on average, bursts of up to Burst. RPS 0 means
+// no limit.
+type RateLimit struct {
+	RPS   float64
+	Burst int
+}
+
+// Client is one API client, known by the SHA-256 of its key and/or by names in its TLS client
+// certificate.
 type Client struct {
 	// Name is non-empty and unique.
 	Name string
-	// KeySHA256 is the SHA-256 of the client's bearer key (see HashKey).
+	// KeySHA256 is the SHA-256 of the client's bearer key (see HashKey); zero when the client is
+	// known only by certificate.
 	KeySHA256 [32]byte
+	// CertNames are names (subject common name, DNS or URI SANs) of a verified client certificate
+	// that identify this client.
+	CertNames []string
+	// RateLimit is the client's limit (the top-level rate_limit unless the client sets its own).
+	RateLimit RateLimit
 	// Apps are the names of the apps the client may use; AllApps grants all of them.
 	Apps []string
 }

@@ -21,8 +21,21 @@ type rawConfig struct {
 	Refresh   rawRefresh  `yaml:"refresh"`
 	Upstream  rawUpstream `yaml:"upstream"`
 	DingTalk  rawDingTalk `yaml:"dingtalk"`
+	TLS       *rawTLS     `yaml:"tls"`
+	RateLimit rawLimit    `yaml:"rate_limit"`
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
+}
+
+type rawTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+type rawLimit struct {
+	RPS   *float64 `yaml:"rps"`
+	Burst *int     `yaml:"burst"`
 }
 
 type rawLog struct {
@@ -75,9 +88,11 @@ type rawApp struct {
 }
 
 type rawClient struct {
-	Name      string   `yaml:"name"`
-	KeySHA256 string   `yaml:"key_sha256"`
-	Apps      []string `yaml:"apps"`
+	Name      string    `yaml:"name"`
+	KeySHA256 string    `yaml:"key_sha256"`
+	CertNames []string  `yaml:"cert_names"`
+	Apps      []string  `yaml:"apps"`
+	RateLimit *rawLimit `yaml:"rate_limit"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded

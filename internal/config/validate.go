@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -128,8 +130,13 @@ func (c *checker) config(raw *rawConfig) *Config {
 		cfg.Apps = append(cfg.Apps, app)
 	}
 
+	if raw.TLS != nil {
+		cfg.TLS = c.tls(raw.TLS)
+	}
+	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
 	clientNames := make(map[string]int)
 	keys := make(map[[32]byte]int)
+	certNames := make(map[string]int)
 	for i, rc := range raw.Clients {
 		path := fmt.Sprintf("clients[%d]", i)
 		cl := Client{Name: rc.Name}
@@ -145,13 +152,35 @@ func (c *checker) config(raw *rawConfig) *Config {
 				clientNames[rc.Name] = i
 			}
 		}
-		if sum, ok := c.keyHash(path+".key_sha256", rc.KeySHA256); ok {
-			cl.KeySHA256 = sum
-			if j, dup := keys[sum]; dup {
-				c.addf(path+".key_sha256", "same key as clients[%d]", j)
-			} else {
-				keys[sum] = i
+		if rc.KeySHA256 != "" || len(rc.CertNames) == 0 {
+			if sum, ok := c.keyHash(path+".key_sha256", rc.KeySHA256); ok {
+				cl.KeySHA256 = sum
+				if j, dup := keys[sum]; dup {
+					c.addf(path+".key_sha256", "same key as clients[%d]", j)
+				} else {
+					keys[sum] = i
+				}
 			}
+		}
+		for j, n := range rc.CertNames {
+			p := fmt.Sprintf("%s.cert_names[%d]", path, j)
+			switch {
+			case n == "" || !printableID(n):
+				c.add(p, "must be a non-empty name without spaces or control characters")
+			case cfg.TLS == nil || cfg.TLS.ClientCAFile == "":
+				c.add(p, "needs tls.client_ca_file: only verified client certificates identify clients")
+			default:
+				if k, dup := certNames[n]; dup {
+					c.addf(p, "name also identifies clients[%d]", k)
+				} else {
+					certNames[n] = i
+				}
+			}
+		}
+		cl.CertNames = rc.CertNames
+		cl.RateLimit = cfg.RateLimit
+		if rc.RateLimit != nil {
+			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
 		cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
 		cfg.Clients = append(cfg.Clients, cl)
@@ -540,4 +569,51 @@ func hasControl(s string) bool {
 // printableID reports whether an identifier has no spaces and no control characters.
 func printableID(s string) bool {
 	return !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
+// tls checks the TLS files: the key pair must load and the CA bundle must hold certificates. Errors
+// name the files, never their contents.
+func (c *checker) tls(rt *rawTLS) *TLS {
+	t := &TLS{CertFile: rt.CertFile, KeyFile: rt.KeyFile, ClientCAFile: rt.ClientCAFile}
+	switch {
+	case t.CertFile == "":
+		c.add("tls.cert_file", "is required with tls")
+	case t.KeyFile == "":
+		c.add("tls.key_file", "is required with tls")
+	default:
+		certPEM, err1 := c.readFile(t.CertFile)
+		keyPEM, err2 := c.readFile(t.KeyFile)
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err1 != nil || err2 != nil || err != nil {
+			c.addf("tls.cert_file", "%q and tls.key_file %q do not load as a PEM certificate and its private key", t.CertFile, t.KeyFile)
+		}
+	}
+	if t.ClientCAFile != "" {
+		pem, err := c.readFile(t.ClientCAFile)
+		if err != nil || !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			c.addf("tls.client_ca_file", "%q must be readable and hold PEM CA certificates", t.ClientCAFile)
+		}
+	}
+	return t
+}
+
+// rateLimit checks a rate_limit block; rps 0 (the default) means no limit, and burst defaults to
+// twice rps (at least 1).
+func (c *checker) rateLimit(path string, rl rawLimit) RateLimit {
+	var out RateLimit
+	if rl.RPS != nil {
+		out.RPS = *rl.RPS
+		if !(out.RPS >= 0 && out.RPS <= 1e6) {
+			c.add(path+".rps", "must be between 0 (no limit) and 1000000")
+		}
+	}
+	if out.RPS > 0 {
+		out.Burst = max(1, int(2*out.RPS))
+	}
+	if rl.Burst != nil {
+		out.Burst = *rl.Burst
+		if out.Burst < 1 {
+			c.add(path+".burst", "must be at least 1")
+		}
+	}
+	return out
 }

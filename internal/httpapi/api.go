@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,11 +40,16 @@ type App struct {
 	SignatureHash signature.Hash
 }
 
-// Client is one API client: the SHA-256 of its key and the apps it may use ("*" for all).
+// Client is one API client: the SHA-256 of its key and/or the names of its TLS client certificate,
+// the apps it may use ("*" for all), and its request rate limit.
 type Client struct {
 	Name      string
-	KeySHA256 [32]byte
+	KeySHA256 [32]byte // zero: the client has no bearer key
+	CertNames []string // subject CN, DNS or URI SANs of a verified client certificate
 	Apps      []string
+	// RPS and Burst limit the client's requests on this replica; RPS 0 means no limit.
+	RPS   float64
+	Burst int
 }
 
 // Options configures an API. Broker is required.
@@ -91,13 +97,16 @@ type surface struct {
 	apps    map[string]*App
 	order   []*App
 	clients []*client
+	byCert  map[string]*client
 }
 
 type client struct {
-	name string
-	hash [32]byte
-	all  bool
-	apps map[string]bool
+	name    string
+	hash    [32]byte
+	hasKey  bool
+	all     bool
+	apps    map[string]bool
+	limiter *limiter // nil: no limit
 }
 
 // New builds an API.
@@ -128,7 +137,7 @@ func New(opts Options) (*API, error) {
 
 // SetConfig replaces the apps and clients; requests already past authentication finish with the old ones.
 func (a *API) SetConfig(apps []App, clients []Client) {
-	s := &surface{apps: make(map[string]*App, len(apps))}
+	s := &surface{apps: make(map[string]*App, len(apps)), byCert: map[string]*client{}}
 	for i := range apps {
 		app := apps[i]
 		if app.SignatureHash == "" {
@@ -138,7 +147,13 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		s.order = append(s.order, &app)
 	}
 	for _, c := range clients {
-		cl := &client{name: c.Name, hash: c.KeySHA256, apps: map[string]bool{}}
+		cl := &client{name: c.Name, hash: c.KeySHA256, hasKey: c.KeySHA256 != [32]byte{}, apps: map[string]bool{}}
+		if c.RPS > 0 {
+			cl.limiter = newLimiter(c.RPS, c.Burst, a.now)
+		}
+		for _, n := range c.CertNames {
+			s.byCert[n] = cl
+		}
 		for _, name := range c.Apps {
 			if name == "*" {
 				cl.all = true
@@ -159,11 +174,37 @@ func (s *surface) authenticate(key string) *client {
 	sum := sha256.Sum256([]byte(key))
 	var found *client
 	for _, c := range s.clients {
-		if subtle.ConstantTimeCompare(sum[:], c.hash[:]) == 1 {
+		if subtle.ConstantTimeCompare(sum[:], c.hash[:])&boolInt(c.hasKey) == 1 {
 			found = c
 		}
 	}
 	return found
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// fromCert finds the client a verified TLS client certificate names: its subject common name, or one
+// of its DNS or URI SANs. Unverified certificates identify nobody.
+func (s *surface) fromCert(cs *tls.ConnectionState) *client {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	leaf := cs.VerifiedChains[0][0]
+	names := append([]string{leaf.Subject.CommonName}, leaf.DNSNames...)
+	for _, u := range leaf.URIs {
+		names = append(names, u.String())
+	}
+	for _, n := range names {
+		if c, ok := s.byCert[n]; ok && n != "" {
+			return c
+		}
+	}
+	return nil
 }
 
 // may reports whether c may use app. A client limited to a list gets 403 for any other name, whether

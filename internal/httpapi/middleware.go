@@ -15,11 +15,23 @@ type clientKey struct{}
 // authenticated admits requests carrying a known bearer key and puts the client in the context.
 func (a *API) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := a.cfg.Load().authenticate(bearer(r.Header.Get("Authorization")))
+		s := a.cfg.Load()
+		c := s.fromCert(r.TLS)
+		if c == nil {
+			c = s.authenticate(bearer(r.Header.Get("Authorization")))
+		}
 		if c == nil {
 			a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})
-			writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: "a valid bearer key is required"})
+			writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: "a valid bearer key (or client certificate) is required"})
 			return
+		}
+		if c.limiter != nil {
+			if wait := c.limiter.take(); wait > 0 {
+				a.audit(Event{Type: "rate_limited", Client: c.name, Remote: r.RemoteAddr, Result: "rate_limited"})
+				writeProblem(w, problem{status: http.StatusTooManyRequests, code: codeRateLimited,
+					detail: "this client's request rate limit is exceeded", retryAfter: wait})
+				return
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
 	})

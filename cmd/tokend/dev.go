@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/fakedingtalk"
+)
+
+// devEnv is what -dev runs besides tokend itself: the embedded fake DingTalk.
+type devEnv struct {
+	cfg     *config.Config
+	key     string // the demo client's key
+	fakeURL string
+	close   func()
+}
+
+// startDev starts a FAKE DingTalk on a loopback port and returns a configuration for one demo app
+// (with a jsapi ticket) and one client with a fresh key.
+func startDev() (*devEnv, error) {
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	const clientID = "dingdemoappkey"
+	fake := fakedingtalk.New(fakedingtalk.Options{})
+	fake.AddApp(clientID, hex.EncodeToString(secret))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("dev: fake DingTalk: %w", err)
+	}
+	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 5 * time.Second}
+	srv.RegisterOnShutdown(fake.Close) // release any request the fake is holding
+	go func() { _ = srv.Serve(ln) }()
+	fakeURL := "http://" + ln.Addr().String()
+
+	key, _, err := config.GenerateKey()
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	cfg := &config.Config{
+		Listen:    config.DefaultListen,
+		OpsListen: config.DefaultOpsListen,
+		Log:       config.Log{Level: "info", Format: "text"},
+		Refresh:   config.Refresh{Margin: config.DefaultMargin},
+		Upstream:  config.Upstream{Timeout: config.DefaultTimeout, FailureRetry: config.DefaultFailureRetry, MaxRPS: config.DefaultMaxRPS},
+		DingTalk:  config.DingTalk{APIBase: fakeURL, OAPIBase: fakeURL},
+		Apps: []config.App{{
+			Name: "demo", Type: config.TypeDingTalk, ClientID: clientID, ClientSecret: hex.EncodeToString(secret),
+			TokenAPI: "v1", JSAPITicket: true, CorpID: "dingdemocorpid", AgentID: "1000001", SignatureHash: "sha1",
+		}},
+		Clients: []config.Client{{Name: "dev", KeySHA256: config.HashKey(key), Apps: []string{"*"}}},
+	}
+	return &devEnv{cfg: cfg, key: key, fakeURL: fakeURL, close: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}}, nil
+}
+
+// announce prints what a new user needs to try the demo.
+func (d *devEnv) announce(w io.Writer, listen string) {
+	fmt.Fprintf(w, "tokend -dev: FAKE DingTalk at %s and an in-memory store. Not for production.\n", d.fakeURL)
+	fmt.Fprintf(w, "client key: %s\n", d.key)
+	fmt.Fprintf(w, "try:\n  curl -H 'Authorization: Bearer %s' http://%s/v1/apps/demo/access_token\n", d.key, listen)
+}

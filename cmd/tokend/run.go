@@ -1,0 +1,387 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/signature"
+	"github.com/tokend/tokend/internal/store"
+)
+
+// run is the whole program: it parses args, builds every part, serves until ctx ends, and shuts down
+// gracefully. Its error carries the exit status (exitCode) where it is not 1.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "keygen":
+			return keygen(stdout)
+		case "healthcheck":
+			return healthcheck(ctx, args[1:], stderr)
+		}
+	}
+	fs := flag.NewFlagSet("tokend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration file")
+	dev := fs.Bool("dev", false, "serve a demo: in-memory store, embedded FAKE DingTalk, one demo app, no file needed")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	listen := fs.String("listen", "", "override the client API address (listen)")
+	opsListen := fs.String("ops-listen", "", "override the ops address (ops_listen)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tokend -config FILE | tokend -dev | tokend keygen | tokend healthcheck [-url URL] | tokend -version\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "tokend %s\n", version)
+		return nil
+	}
+	if fs.NArg() > 0 || (*configPath == "") == !*dev {
+		fs.Usage()
+		return exitCode(2)
+	}
+
+	var (
+		cfg *config.Config
+		err error
+		env *devEnv
+	)
+	if *dev {
+		env, err = startDev()
+		if err != nil {
+			return err
+		}
+		defer env.close()
+		cfg = env.cfg
+	} else {
+		cfg, err = config.Load(*configPath, getenv)
+		if err != nil {
+			fmt.Fprintf(stderr, "tokend: invalid configuration %s:\n%v\n", *configPath, err)
+			return exitCode(2)
+		}
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *opsListen != "" {
+		cfg.OpsListen = *opsListen
+	}
+	log := newLogger(cfg.Log, stderr)
+	onListen := func(string) {}
+	if env != nil {
+		onListen = func(addr string) { env.announce(stdout, addr) }
+		log.Warn("DEV MODE: using an embedded FAKE DingTalk and an in-memory store; not for production", "fake_dingtalk", env.fakeURL)
+	}
+	return serve(ctx, cfg, *configPath, getenv, log, onListen)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// tokend is the running service: what serve builds and what a reload changes.
+type tokend struct {
+	log    *slog.Logger
+	broker *broker.Broker
+	api    *httpapi.API
+	certs  *tlsFiles // nil without TLS
+}
+
+// serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address.
+func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, onListen func(string)) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1, labelled with the running version."}, []string{"version"})
+	buildInfo.WithLabelValues(version).Set(1)
+	reg.MustRegister(buildInfo)
+
+	st, closeStore, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	up := dingtalk.New(dingtalk.Options{APIBase: cfg.DingTalk.APIBase, OAPIBase: cfg.DingTalk.OAPIBase})
+	b, err := broker.New(broker.Options{
+		Store:           st,
+		Upstream:        up,
+		Apps:            brokerApps(cfg),
+		Margin:          cfg.Refresh.Margin,
+		UpstreamTimeout: cfg.Upstream.Timeout,
+		FailureRetry:    cfg.Upstream.FailureRetry,
+		MaxRPS:          cfg.Upstream.MaxRPS,
+		Logger:          log,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(httpapi.Options{
+		Broker:     b,
+		Apps:       apiApps(cfg),
+		Clients:    apiClients(cfg),
+		Logger:     log,
+		Registerer: reg,
+		Gatherer:   reg,
+		Audit:      auditLogger(log),
+	})
+	if err != nil {
+		return err
+	}
+	t := &tokend{log: log, broker: b, api: api}
+
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	opsLn, err := net.Listen("tcp", cfg.OpsListen)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("listen %s: %w", cfg.OpsListen, err)
+	}
+	var certs *tlsFiles
+	if cfg.TLS != nil {
+		certs = &tlsFiles{}
+		if err := certs.load(cfg.TLS); err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			return err
+		}
+		apiLn = tls.NewListener(apiLn, certs.config())
+	}
+	t.certs = certs
+	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
+	opsSrv := newServer(api.OpsHandler(), cfg.Upstream.Timeout, log)
+
+	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = b.Run(brokerCtx) })
+	serveErr := make(chan error, 2)
+	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
+	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(),
+		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
+	onListen(apiLn.Addr().String())
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-serveErr:
+			runErr = err
+			break loop
+		case <-hup:
+			if configPath == "" {
+				log.Warn("reload ignored: no configuration file (dev mode)")
+				continue
+			}
+			t.reload(ctx, cfg, configPath, getenv)
+		}
+	}
+
+	// Graceful shutdown: report not ready, stop accepting, let in-flight requests finish, then stop the
+	// broker (which releases any refresh lock it holds) and close the store.
+	log.Info("shutting down")
+	b.Drain()
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*cfg.Upstream.Timeout+10*time.Second)
+	defer cancel()
+	if err := apiSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("client API shutdown incomplete", "err", err)
+	}
+	if err := opsSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("ops shutdown incomplete", "err", err)
+	}
+	stopBroker()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// newServer bounds every connection: a client that never finishes its headers or body is cut off
+// within seconds, and idle keep-alive connections are closed.
+func newServer(h http.Handler, upstreamTimeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// A request may wait for a refresh: one DingTalk call plus a lapsed lock at worst.
+		WriteTimeout:   3*upstreamTimeout + 15*time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func storeKind(cfg *config.Config) string {
+	switch {
+	case cfg.Store.Redis == nil:
+		return "memory"
+	case cfg.Store.Redis.MasterName != "":
+		return "redis-sentinel"
+	case len(cfg.Store.Redis.Addrs) > 1:
+		return "redis-cluster"
+	}
+	return "redis"
+}
+
+func openStore(cfg *config.Config) (broker.Store, func(), error) {
+	r := cfg.Store.Redis
+	if r == nil {
+		return store.NewMemory(store.MemoryOptions{}), func() {}, nil
+	}
+	s, err := store.OpenRedis(store.RedisOptions{URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName, Password: r.Password, Prefix: r.KeyPrefix})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, func() { _ = s.Close() }, nil
+}
+
+func brokerApps(cfg *config.Config) []broker.App {
+	apps := make([]broker.App, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		cred := dingtalk.App{Type: dingtalk.AppType(a.Type), API: dingtalk.API(a.TokenAPI), Key: a.ClientID, Secret: a.ClientSecret}
+		if a.Type == config.TypeDingTalkCorp {
+			cred = dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: a.CorpID, Secret: a.CorpSecret}
+		}
+		apps = append(apps, broker.App{Name: a.Name, Cred: cred, JSAPITicket: a.JSAPITicket})
+	}
+	return apps
+}
+
+func apiApps(cfg *config.Config) []httpapi.App {
+	apps := make([]httpapi.App, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type, JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
+			AgentID: a.AgentID, SignatureHash: signature.Hash(a.SignatureHash)})
+	}
+	return apps
+}
+
+func apiClients(cfg *config.Config) []httpapi.Client {
+	clients := make([]httpapi.Client, 0, len(cfg.Clients))
+	for _, c := range cfg.Clients {
+		clients = append(clients, httpapi.Client{Name: c.Name, KeySHA256: c.KeySHA256, CertNames: c.CertNames, Apps: c.Apps,
+			RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst})
+	}
+	return clients
+}
+
+// auditLogger writes API audit events as log lines tagged audit=true.
+func auditLogger(log *slog.Logger) func(httpapi.Event) {
+	return func(e httpapi.Event) {
+		log.Info("audit", "audit", true, "event", e.Type, "client", e.Client, "app", e.App,
+			"token_fingerprint", e.Fingerprint, "result", e.Result, "remote", e.Remote)
+	}
+}
+
+// reload re-reads the configuration and its secret files. An invalid configuration is rejected and
+// the running one kept. Apps, clients and secrets change at once; listeners and the store need a restart.
+func (t *tokend) reload(ctx context.Context, running *config.Config, path string, getenv func(string) string) {
+	next, err := config.Load(path, getenv)
+	if err != nil {
+		t.log.Error("reload rejected: invalid configuration; the running one is kept", "err", err.Error())
+		return
+	}
+	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || !sameStore(next.Store, running.Store) ||
+		(next.TLS == nil) != (running.TLS == nil) {
+		t.log.Warn("reload: listen, ops_listen, store and turning tls on or off take effect only after a restart")
+	}
+	if t.certs != nil && next.TLS != nil {
+		if err := t.certs.load(next.TLS); err != nil {
+			t.log.Error("reload rejected: TLS files do not load; the running configuration is kept", "err", err.Error())
+			return
+		}
+	}
+	t.broker.Reload(ctx, brokerApps(next))
+	t.api.SetConfig(apiApps(next), apiClients(next))
+	running.Apps, running.Clients = next.Apps, next.Clients
+	t.log.Info("configuration reloaded", "audit", true, "event", "reload", "apps", len(next.Apps), "clients", len(next.Clients))
+}
+
+func sameStore(a, b config.Store) bool {
+	if (a.Redis == nil) != (b.Redis == nil) {
+		return false
+	}
+	if a.Redis == nil {
+		return true
+	}
+	return a.Redis.URL == b.Redis.URL && a.Redis.MasterName == b.Redis.MasterName && a.Redis.KeyPrefix == b.Redis.KeyPrefix &&
+		fmt.Sprint(a.Redis.Addrs) == fmt.Sprint(b.Redis.Addrs)
+}
+
+func keygen(stdout io.Writer) error {
+	key, line, err := config.GenerateKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "client key (give it to the client; it is shown only now):\n  %s\nconfig line (put it under the client in tokend's config):\n  %s\n", key, line)
+	return nil
+}
+
+// healthcheck probes /healthz, so container images need no shell or curl.
+func healthcheck(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:9090/healthz", "health URL to probe")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return exitCode(2)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "unhealthy:", err)
+		return exitCode(1)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "unhealthy: status", resp.StatusCode)
+		return exitCode(1)
+	}
+	return nil
+}

@@ -1,0 +1,289 @@
+package dingtalk
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxExpiresIn is the longest lifetime the client accepts from DingTalk. A larger expires_in/expireIn
+// (or one ≤ 0) is rejected as ClassUnavailable "bad_response": such values have caused refetch loops
+// and stale caches in real clients.
+const MaxExpiresIn = 24 * time.Hour
+
+// MaxResponseBytes is the most the client reads of any response body; a longer body is a
+// "bad_response" (or "ip_ban" when it is an HTML page).
+const MaxResponseBytes = 1 << 20
+
+// maxMessageBytes bounds the DingTalk message kept in an Error.
+const maxMessageBytes = 512
+
+// Codes the client produces itself (Family is FamilyTransport).
+const (
+	CodeTimeout     = "timeout"
+	CodeNetwork     = "network"
+	CodeIPBan       = "ip_ban"
+	CodeBadResponse = "bad_response"
+	// CodeBadRequest is returned without any network call when the App or API passed in is not one
+	// the client knows (a programming or configuration error).
+	CodeBadRequest = "bad_request"
+)
+
+// classes maps DingTalk codes of both families, lower-cased, to what they mean for the broker. Codes
+// not listed are ClassUnavailable. The two families' codes never collide (legacy codes are numbers).
+var classes = map[string]Class{
+	// Wrong appKey/appSecret or corpid/corpsecret.
+	"40096":                   ClassCredentials,
+	"40089":                   ClassCredentials,
+	"invalidclientidorsecret": ClassCredentials,
+	// The calling IP is not in the app's allowlist.
+	"60020": ClassIPNotAllowed,
+	"forbidden.accessdenied.ipnotinwhitelist": ClassIPNotAllowed,
+	// QPS limits.
+	"90018": ClassRateLimited,
+	"90002": ClassRateLimited,
+	"forbidden.accessdenied.qpslimitforappkeyandapi": ClassRateLimited,
+	"forbidden.accessdenied.qpslimitforapi":          ClassRateLimited,
+	"qpslimitforappkeyandapi":                        ClassRateLimited,
+	"qpslimitforapi":                                 ClassRateLimited,
+	// Busy.
+	"-1":          ClassUnavailable,
+	"systembusy":  ClassUnavailable,
+	"system.busy": ClassUnavailable,
+	// The request was built wrongly.
+	"40035":                                 ClassBadRequest,
+	"41001":                                 ClassBadRequest,
+	"missingbody":                           ClassBadRequest,
+	"authenticationfailed.missingparameter": ClassBadRequest,
+	// The access token passed is invalid.
+	"40014":                 ClassInvalidToken,
+	"42001":                 ClassInvalidToken,
+	"40001":                 ClassInvalidToken,
+	"invalidauthentication": ClassInvalidToken,
+}
+
+// classify returns the class of a DingTalk code of either family; unknown codes are ClassUnavailable.
+func classify(code string) Class {
+	if c, ok := classes[strings.ToLower(code)]; ok {
+		return c
+	}
+	return ClassUnavailable
+}
+
+// field names the JSON member holding the credential in a success body.
+type field struct {
+	legacy string // "access_token" or "ticket"
+	new    string // "accessToken" or "jsapiTicket"
+}
+
+var (
+	tokenField  = field{legacy: "access_token", new: "accessToken"}
+	ticketField = field{legacy: "ticket", new: "jsapiTicket"}
+)
+
+// legacyBody is every member of a legacy (oapi) answer the client looks at.
+type legacyBody struct {
+	Errcode     json.RawMessage `json:"errcode"`
+	Errmsg      string          `json:"errmsg"`
+	SubCode     json.RawMessage `json:"sub_code"`
+	SubMsg      string          `json:"sub_msg"`
+	AccessToken string          `json:"access_token"`
+	Ticket      string          `json:"ticket"`
+	ExpiresIn   json.RawMessage `json:"expires_in"`
+}
+
+// newBody is every member of a new-API (api host) answer the client looks at.
+type newBody struct {
+	// Errcode and Errmsg: a legacy-style answer from the api host (seen for unknown paths).
+	Errcode     json.RawMessage `json:"errcode"`
+	Errmsg      string          `json:"errmsg"`
+	Code        string          `json:"code"`
+	Message     string          `json:"message"`
+	AccessToken string          `json:"accessToken"`
+	JSAPITicket string          `json:"jsapiTicket"`
+	ExpireIn    json.RawMessage `json:"expireIn"`
+}
+
+// banBody is the JSON shape of DingTalk's per-IP block: {"status":1111,"punish":"deny",...}.
+type banBody struct {
+	Status json.RawMessage `json:"status"`
+	Punish json.RawMessage `json:"punish"`
+}
+
+// parseLegacy interprets a legacy (oapi host) answer whose credential is in member f.legacy. It is
+// pure: status is the HTTP status, contentType the Content-Type header, body at most
+// MaxResponseBytes (truncated reports that more followed). Exactly one of the results is meaningful.
+// The Message of the returned Error is not yet scrubbed of secrets.
+func parseLegacy(status int, contentType string, body []byte, truncated bool, f field) (Grant, *Error) {
+	if e := checkBan(status, contentType, body); e != nil {
+		return Grant{}, e
+	}
+	if truncated {
+		return Grant{}, badResponse(status, "response body too large")
+	}
+	var b legacyBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		if status >= 300 {
+			return Grant{}, httpStatusError(status)
+		}
+		return Grant{}, badResponse(status, "malformed json")
+	}
+	code, ok := jsonCode(b.Errcode)
+	if !ok {
+		return Grant{}, badResponse(status, "malformed errcode")
+	}
+	if code != "" && code != "0" {
+		msg := b.Errmsg
+		if code == "88" {
+			// /topapi-style wrapper: the real cause is in sub_code.
+			if sub, ok := jsonCode(b.SubCode); ok && sub != "" {
+				code = sub
+				if b.SubMsg != "" {
+					msg = b.SubMsg
+				}
+			}
+		}
+		return Grant{}, &Error{Family: FamilyLegacy, Status: status, Code: code, Message: msg, Class: classify(code)}
+	}
+	if status < 200 || status >= 300 {
+		return Grant{}, httpStatusError(status)
+	}
+	value := b.AccessToken
+	if f.legacy == ticketField.legacy {
+		value = b.Ticket
+	}
+	return grant(status, value, b.ExpiresIn, f.legacy)
+}
+
+// parseNew interprets a new-API (api host) answer whose credential is in member f.new. See
+// parseLegacy for the arguments. On failure it branches on DingTalk's code, not on the HTTP status.
+func parseNew(status int, contentType string, body []byte, truncated bool, f field) (Grant, *Error) {
+	if e := checkBan(status, contentType, body); e != nil {
+		return Grant{}, e
+	}
+	if truncated {
+		return Grant{}, badResponse(status, "response body too large")
+	}
+	var b newBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		if status >= 300 {
+			return Grant{}, httpStatusError(status)
+		}
+		return Grant{}, badResponse(status, "malformed json")
+	}
+	ok2xx := status >= 200 && status < 300
+	if b.Code != "" && (!ok2xx || (b.AccessToken == "" && b.JSAPITicket == "")) {
+		return Grant{}, &Error{Family: FamilyNew, Status: status, Code: b.Code, Message: b.Message, Class: classify(b.Code)}
+	}
+	if b.Code == "" {
+		if code, ok := jsonCode(b.Errcode); ok && code != "" && code != "0" {
+			return Grant{}, &Error{Family: FamilyLegacy, Status: status, Code: code, Message: b.Errmsg, Class: classify(code)}
+		}
+	}
+	if !ok2xx {
+		return Grant{}, httpStatusError(status)
+	}
+	value := b.AccessToken
+	if f.new == ticketField.new {
+		value = b.JSAPITicket
+	}
+	return grant(status, value, b.ExpireIn, f.new)
+}
+
+// checkBan recognises the per-IP block in any status: an HTML page or the punish JSON.
+func checkBan(status int, contentType string, body []byte) *Error {
+	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
+	if strings.Contains(strings.ToLower(contentType), "text/html") || bytes.HasPrefix(trimmed, []byte("<")) {
+		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "html page instead of json (per-ip block)", Class: ClassBanned}
+	}
+	if !bytes.HasPrefix(trimmed, []byte("{")) {
+		return nil
+	}
+	var b banBody
+	if json.Unmarshal(body, &b) != nil {
+		return nil
+	}
+	punish := len(b.Punish) > 0 && string(b.Punish) != "null"
+	st, _ := jsonCode(b.Status)
+	if punish || st == "1111" {
+		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "punish response (per-ip block)", Class: ClassBanned}
+	}
+	return nil
+}
+
+// jsonCode reads a code that DingTalk sends as a JSON number or string. It returns "" for an absent
+// or null member, and ok false when the member is neither a string nor an integer.
+func jsonCode(raw json.RawMessage) (code string, ok bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", true
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		s = strings.TrimSpace(s)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return strconv.FormatInt(n, 10), true
+		}
+		return s, true
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatInt(n, 10), true
+}
+
+// grant checks a success body's value and lifetime.
+func grant(status int, value string, rawExpires json.RawMessage, name string) (Grant, *Error) {
+	if value == "" {
+		return Grant{}, badResponse(status, "empty "+name)
+	}
+	secs, ok := jsonSeconds(rawExpires)
+	if !ok {
+		return Grant{}, badResponse(status, "missing or malformed expiry")
+	}
+	if secs <= 0 || secs > int64(MaxExpiresIn/time.Second) {
+		return Grant{}, badResponse(status, fmt.Sprintf("expiry out of range: %d s", secs))
+	}
+	return Grant{Value: value, ExpiresIn: time.Duration(secs) * time.Second}, nil
+}
+
+// jsonSeconds reads a whole number of seconds sent as a JSON number or numeric string.
+func jsonSeconds(raw json.RawMessage) (int64, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, false
+		}
+		raw = []byte(strings.TrimSpace(s))
+	}
+	if len(raw) == 0 {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n, true
+	}
+	// Accept 7200.0, reject 7200.5 and anything that is not a finite number.
+	fl, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(fl, 0) || math.IsNaN(fl) || fl != math.Trunc(fl) || math.Abs(fl) > 1e15 {
+		return 0, false
+	}
+	return int64(fl), true
+}
+
+func badResponse(status int, msg string) *Error {
+	return &Error{Family: FamilyTransport, Status: status, Code: CodeBadResponse, Message: msg, Class: ClassUnavailable}
+}
+
+func httpStatusError(status int) *Error {
+	return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: http.StatusText(status), Class: ClassUnavailable}
+}

@@ -1,0 +1,157 @@
+package fakedingtalk
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// FaultMode is how the fake misbehaves for a request a Fault applies to. In JSON and on the control
+// API it is a lower-case snake_case string ("busy", "ban_html", ...).
+type FaultMode int
+
+// The fault modes. Answers follow the family of the endpoint called (legacy: HTTP 200 with errcode;
+// new: 4xx/5xx with {"code","message","requestid"}).
+const (
+	// FaultNone answers normally (after the fault's Latency, if any).
+	FaultNone FaultMode = iota
+	// FaultBadCredentials: token calls get the wrong-secret error (40096 for appkey, 40089 for corpid,
+	// 400 invalidClientIdOrSecret); ticket calls get the family's invalid-token error.
+	FaultBadCredentials
+	// FaultIPNotAllowed: 60020 / 403 Forbidden.AccessDenied.IpNotInWhiteList, naming Options.ClientIP.
+	FaultIPNotAllowed
+	// FaultQPSLimit: 90018 / 403 Forbidden.AccessDenied.QpsLimitForAppkeyAndApi.
+	FaultQPSLimit
+	// FaultGlobalQPS: 90002 / 403 Forbidden.AccessDenied.QpsLimitForApi.
+	FaultGlobalQPS
+	// FaultBusy: -1 / 503 systemBusy.
+	FaultBusy
+	// FaultServerError: HTTP 502 with a plain-text body, in both families.
+	FaultServerError
+	// FaultBanHTML: HTTP 403 with an HTML block page.
+	FaultBanHTML
+	// FaultBanJSON: HTTP 200 with {"status":1111,"punish":"deny",...}.
+	FaultBanJSON
+	// FaultBadExpiry: a normal answer (the token or ticket is issued or renewed as usual) that says
+	// expires_in/expireIn 0.
+	FaultBadExpiry
+	// FaultHang: no answer; the request is held until the client gives up or Server.Close is called
+	// (then the connection is dropped).
+	FaultHang
+)
+
+var faultModeNames = [...]string{
+	FaultNone:           "none",
+	FaultBadCredentials: "bad_credentials",
+	FaultIPNotAllowed:   "ip_not_allowed",
+	FaultQPSLimit:       "qps_limit",
+	FaultGlobalQPS:      "global_qps",
+	FaultBusy:           "busy",
+	FaultServerError:    "server_error",
+	FaultBanHTML:        "ban_html",
+	FaultBanJSON:        "ban_json",
+	FaultBadExpiry:      "bad_expiry",
+	FaultHang:           "hang",
+}
+
+// String returns the mode's snake_case name.
+func (m FaultMode) String() string {
+	if m >= 0 && int(m) < len(faultModeNames) {
+		return faultModeNames[m]
+	}
+	return fmt.Sprintf("FaultMode(%d)", int(m))
+}
+
+// ParseFaultMode returns the mode named s ("busy", "ban_html", ...; "" is FaultNone).
+func ParseFaultMode(s string) (FaultMode, error) {
+	if s == "" {
+		return FaultNone, nil
+	}
+	for m, name := range faultModeNames {
+		if name == s {
+			return FaultMode(m), nil
+		}
+	}
+	return FaultNone, fmt.Errorf("unknown fault mode %q", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (m FaultMode) MarshalText() ([]byte, error) {
+	if m < 0 || int(m) >= len(faultModeNames) {
+		return nil, fmt.Errorf("unknown fault mode %d", int(m))
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (m *FaultMode) UnmarshalText(b []byte) error {
+	v, err := ParseFaultMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// Endpoints a Fault can be limited to.
+const (
+	EndpointAll    = ""
+	EndpointToken  = "token"  // /v1.0/oauth2/accessToken and /gettoken
+	EndpointTicket = "ticket" // /v1.0/oauth2/jsapiTickets and /get_jsapi_ticket
+)
+
+// Fault is injected misbehaviour. Its JSON form is {"mode":"busy","latency":"2s","endpoint":"token"}
+// (every member optional).
+type Fault struct {
+	Mode FaultMode
+	// Latency delays the answer (whatever the mode); the delay ends early, without an answer, when the
+	// client gives up. It is real time, not the injected clock.
+	Latency time.Duration
+	// Endpoint limits the fault to EndpointToken or EndpointTicket; EndpointAll ("") is both. Any
+	// other value matches nothing.
+	Endpoint string
+}
+
+func (f Fault) matches(endpoint string) bool {
+	return f.Endpoint == EndpointAll || f.Endpoint == endpoint
+}
+
+func (f Fault) isZero() bool { return f == Fault{} }
+
+type faultJSON struct {
+	Mode     FaultMode `json:"mode"`
+	Latency  string    `json:"latency,omitempty"`
+	Endpoint string    `json:"endpoint,omitempty"`
+}
+
+// MarshalJSON implements json.Marshaler.
+func (f Fault) MarshalJSON() ([]byte, error) {
+	j := faultJSON{Mode: f.Mode, Endpoint: f.Endpoint}
+	if f.Latency != 0 {
+		j.Latency = f.Latency.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON implements json.Unmarshaler. It rejects unknown modes and endpoints, negative or
+// malformed latencies.
+func (f *Fault) UnmarshalJSON(b []byte) error {
+	var j faultJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	var lat time.Duration
+	if j.Latency != "" {
+		var err error
+		if lat, err = time.ParseDuration(j.Latency); err != nil || lat < 0 {
+			return fmt.Errorf("bad latency %q", j.Latency)
+		}
+	}
+	switch j.Endpoint {
+	case EndpointAll, EndpointToken, EndpointTicket:
+	default:
+		return fmt.Errorf("unknown endpoint %q", j.Endpoint)
+	}
+	*f = Fault{Mode: j.Mode, Latency: lat, Endpoint: j.Endpoint}
+	return nil
+}
