@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		onListen = func(addr string) { env.announce(stdout, addr) }
 		log.Warn("DEV MODE: using an embedded FAKE DingTalk and an in-memory store; not for production", "fake_dingtalk", env.fakeURL)
 	}
-	return serve(ctx, cfg, *configPath, getenv, log, onListen)
+	return serve(ctx, cfg, *configPath, getenv, log, newAuditLog(stderr), onListen)
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
@@ -111,13 +111,14 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // tokend is the running service: what serve builds and what a reload changes.
 type tokend struct {
 	log    *slog.Logger
+	audit  *auditLog
 	broker *broker.Broker
 	api    *httpapi.API
 	certs  *tlsFiles // nil without TLS
 }
 
 // serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address.
-func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, onListen func(string)) error {
+func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, audit *auditLog, onListen func(string)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1, labelled with the running version."}, []string{"version"})
@@ -141,6 +142,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		MaxRPS:          cfg.Upstream.MaxRPS,
 		Logger:          log,
 		Registerer:      reg,
+		OnRefresh:       audit.refresh,
 	})
 	if err != nil {
 		return err
@@ -152,12 +154,12 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		Logger:     log,
 		Registerer: reg,
 		Gatherer:   reg,
-		Audit:      auditLogger(log),
+		Audit:      audit.api,
 	})
 	if err != nil {
 		return err
 	}
-	t := &tokend{log: log, broker: b, api: api}
+	t := &tokend{log: log, audit: audit, broker: b, api: api}
 
 	apiLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -307,20 +309,13 @@ func apiClients(cfg *config.Config) []httpapi.Client {
 	return clients
 }
 
-// auditLogger writes API audit events as log lines tagged audit=true.
-func auditLogger(log *slog.Logger) func(httpapi.Event) {
-	return func(e httpapi.Event) {
-		log.Info("audit", "audit", true, "event", e.Type, "client", e.Client, "app", e.App,
-			"token_fingerprint", e.Fingerprint, "result", e.Result, "remote", e.Remote)
-	}
-}
-
 // reload re-reads the configuration and its secret files. An invalid configuration is rejected and
 // the running one kept. Apps, clients and secrets change at once; listeners and the store need a restart.
 func (t *tokend) reload(ctx context.Context, running *config.Config, path string, getenv func(string) string) {
 	next, err := config.Load(path, getenv)
 	if err != nil {
 		t.log.Error("reload rejected: invalid configuration; the running one is kept", "err", err.Error())
+		t.audit.reload("rejected", len(running.Apps), len(running.Clients))
 		return
 	}
 	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || !sameStore(next.Store, running.Store) ||
@@ -330,13 +325,15 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 	if t.certs != nil && next.TLS != nil {
 		if err := t.certs.load(next.TLS); err != nil {
 			t.log.Error("reload rejected: TLS files do not load; the running configuration is kept", "err", err.Error())
+			t.audit.reload("rejected", len(running.Apps), len(running.Clients))
 			return
 		}
 	}
 	t.broker.Reload(ctx, brokerApps(next))
 	t.api.SetConfig(apiApps(next), apiClients(next))
 	running.Apps, running.Clients = next.Apps, next.Clients
-	t.log.Info("configuration reloaded", "audit", true, "event", "reload", "apps", len(next.Apps), "clients", len(next.Clients))
+	t.log.Info("configuration reloaded", "apps", len(next.Apps), "clients", len(next.Clients))
+	t.audit.reload("applied", len(next.Apps), len(next.Clients))
 }
 
 func sameStore(a, b config.Store) bool {

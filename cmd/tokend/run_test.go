@@ -264,6 +264,16 @@ func TestServesFromRealRedisAndLeaksNoSecretOrToken(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
+	// The audit log has one JSON line per security-relevant event.
+	for _, re := range []string{
+		`\{"time":"[^"]+","level":"INFO","msg":"audit","audit":true,"event":"auth_failure","result":"unauthenticated","remote":"127\.0\.0\.1:\d+"\}`,
+		`"msg":"audit","audit":true,"event":"refresh","result":"failure","app":"hr","kind":"access_token","upstream_code":"40096"\}`,
+		`"msg":"audit","audit":true,"event":"refresh","result":"success","app":"crm","kind":"access_token","token_fingerprint":"[0-9a-f]{12}","changed":true\}`,
+	} {
+		if !regexp.MustCompile(re).MatchString(stderr.String()) {
+			t.Errorf("no audit line matching %s", re)
+		}
+	}
 
 	// Nothing secret in anything tokend wrote or served to ops.
 	everything := stdout.String() + stderr.String() + metrics + body
@@ -298,7 +308,7 @@ func TestReloadAddsAppsReplacesClientsAndRejectsInvalidConfig(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	stderr.await(t, regexp.MustCompile(`reload rejected`))
+	stderr.await(t, regexp.MustCompile(`"event":"reload","result":"rejected"`))
 	if code, _ := get(t, api+"/v1/apps/crm/access_token", d.key); code != 200 {
 		t.Fatalf("after a rejected reload: %d, want 200", code)
 	}
@@ -311,7 +321,7 @@ func TestReloadAddsAppsReplacesClientsAndRejectsInvalidConfig(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	stderr.await(t, regexp.MustCompile(`configuration reloaded`))
+	stderr.await(t, regexp.MustCompile(`"event":"reload","result":"applied","apps":1,"clients":1`))
 	if code, _ := get(t, api+"/v1/apps/hr/access_token", d.key); code != 403 {
 		t.Fatalf("hr after reload: %d, want 403", code)
 	}

@@ -48,8 +48,8 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// FailureRetry is how often an app whose credentials or IP DingTalk rejects is tried again. Default 30s.
 	FailureRetry time.Duration
-	// MaxRPS is the global budget of calls to DingTalk per second (all replicas together when the store
-	// is shared). Default 50.
+	// MaxRPS is the budget of calls to DingTalk per second, shared by all replicas through the store
+	// (each replica also keeps to it alone, which matters while the store is down). Default 50.
 	MaxRPS float64
 	// Workers is how many refreshes may run at once in this replica. Default 8.
 	Workers int
@@ -61,6 +61,25 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the broker's metrics. Default: none registered.
 	Registerer prometheus.Registerer
+	// OnRefresh, if set, learns the outcome of every call this replica made to DingTalk for a
+	// credential (for the audit log). It must not block.
+	OnRefresh func(RefreshEvent)
+}
+
+// RefreshEvent is the outcome of one refresh that called DingTalk. It holds a fingerprint of the
+// value, never the value.
+type RefreshEvent struct {
+	Key token.Key
+	// Result is "success" or "failure".
+	Result string
+	// UpstreamCode is DingTalk's code on failure.
+	UpstreamCode string
+	// Fingerprint identifies the value obtained (token.Fingerprint); Changed says whether it differs
+	// from the value served before.
+	Fingerprint string
+	Changed     bool
+	// Invalidation says whether a client's report caused the refresh.
+	Invalidation bool
 }
 
 // Errors returned by Token, Invalidate and Ticket. Match them with errors.Is / errors.As.
@@ -113,11 +132,12 @@ func (e *CooldownError) Error() string {
 // Broker keeps the credentials of a set of apps valid. Its methods are safe for concurrent use. Run
 // must be running for refreshes to happen in the background; Token and Invalidate work without it.
 type Broker struct {
-	store    Store
-	upstream Upstream
-	now      func() time.Time
-	log      *slog.Logger
-	m        *metrics
+	store     Store
+	upstream  Upstream
+	now       func() time.Time
+	log       *slog.Logger
+	m         *metrics
+	onRefresh func(RefreshEvent)
 
 	margin       time.Duration
 	upTimeout    time.Duration
@@ -133,18 +153,20 @@ type Broker struct {
 	sched   *scheduler
 	budget  *budget
 	workers int
+	maxRPS  float64
 
-	// life bounds every refresh; it ends when Run returns.
+	// life bounds every refresh; it ends when Run returns. Once stopped is set (under lifeMu), no new
+	// refresh starts, so Run can wait for inflight to drain.
 	life     context.Context
 	stop     context.CancelFunc
+	lifeMu   sync.RWMutex
+	stopped  bool
 	inflight sync.WaitGroup
 
-	storeUp   atomic.Bool
-	warm      atomic.Bool
-	draining  atomic.Bool
-	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
-	heldMu    sync.Mutex
-	heldLocks map[token.Key]struct{}
+	storeUp  atomic.Bool
+	warm     atomic.Bool
+	draining atomic.Bool
+	banUntil atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
 }
 
 // New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
@@ -176,6 +198,9 @@ func New(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.OnRefresh == nil {
+		opts.OnRefresh = func(RefreshEvent) {}
+	}
 	owner := make([]byte, 12)
 	if _, err := rand.Read(owner); err != nil {
 		return nil, fmt.Errorf("broker: owner id: %w", err)
@@ -191,6 +216,7 @@ func New(opts Options) (*Broker, error) {
 		now:          opts.Now,
 		log:          opts.Logger,
 		m:            m,
+		onRefresh:    opts.OnRefresh,
 		margin:       opts.Margin,
 		upTimeout:    opts.UpstreamTimeout,
 		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
@@ -198,9 +224,9 @@ func New(opts Options) (*Broker, error) {
 		storeTimeout: opts.StoreTimeout,
 		owner:        hex.EncodeToString(owner),
 		workers:      opts.Workers,
+		maxRPS:       opts.MaxRPS,
 		life:         life,
 		stop:         stop,
-		heldLocks:    map[token.Key]struct{}{},
 	}
 	b.budget = newBudget(opts.MaxRPS)
 	b.sched = newScheduler(opts.Now)
@@ -302,7 +328,13 @@ func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result 
 		name += "!" + token.Fingerprint(inv.value)
 	}
 	return b.flights.DoChan(name, func() (any, error) {
+		b.lifeMu.RLock()
+		if b.stopped {
+			b.lifeMu.RUnlock()
+			return token.Record{}, &UnavailableError{RetryAfter: time.Second}
+		}
 		b.inflight.Add(1)
+		b.lifeMu.RUnlock()
 		defer b.inflight.Done()
 		ctx, cancel := context.WithTimeout(b.life, 2*b.lockTTL+b.upTimeout)
 		defer cancel()

@@ -166,7 +166,7 @@ func TestValidTokenServedFromMemoryWithoutStoreOrUpstream(t *testing.T) {
 }
 
 func TestProactiveRefreshBeforeExpiryWithoutClientsWaiting(t *testing.T) {
-	up := newUpstream(1200 * time.Millisecond) // margin = half the lifetime: refresh ~600 ms before expiry
+	up := newUpstream(3 * time.Second) // margin = half the lifetime: refresh ~1.5 s before expiry
 	b := newBroker(t, store.NewMemory(store.MemoryOptions{}), up, broker.Options{})
 	run(t, b)
 	waitFor(t, "warm-up", 5*time.Second, b.Ready)
@@ -192,12 +192,13 @@ func TestProactiveRefreshBeforeExpiryWithoutClientsWaiting(t *testing.T) {
 					bad.Add(1)
 				}
 				served.Add(1)
+				time.Sleep(100 * time.Microsecond) // pace the clients; not synchronisation
 			}
 		})
 	}
 	last := first
 	for cycle := range 3 {
-		waitFor(t, "proactive refresh", 3*time.Second, func() bool {
+		waitFor(t, "proactive refresh", 5*time.Second, func() bool {
 			tok, _ := b.Token(t.Context(), crm)
 			if tok.ExpiresAt.After(last.ExpiresAt) {
 				if time.Now().After(last.ExpiresAt) {

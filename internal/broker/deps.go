@@ -27,6 +27,10 @@ type Store interface {
 	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
 	// SetNote stores a note for ttl; ttl <= 0 deletes it.
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
+	// Spend takes one call from the shared budget called name, which allows limit calls per window for
+	// all clients of the store together. It returns 0 when the call may be made now; otherwise how long to
+	// wait before asking again (the call was not taken).
+	Spend(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
 	// Subscribe calls fn for every record written by any client of the store until ctx ends, and
 	// calls ready each time the subscription is (re)established, so the caller can re-read what it
 	// may have missed. It blocks until ctx is done.

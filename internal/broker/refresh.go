@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -138,6 +139,7 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 	}
 	b.adopt(e, cur)
 	b.succeeded(ctx, e, inv)
+	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != prev.Value, Invalidation: inv != nil})
 	if !written {
 		// A newer record won the fenced write: ours is dropped, theirs is served.
 		b.log.Info("fenced write lost to a newer record", "app", e.key.App, "kind", e.key.Kind)
@@ -167,6 +169,7 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	}
 	r := b.keepLocal(e, t)
 	b.succeeded(ctx, e, inv)
+	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != rec.Value, Invalidation: inv != nil})
 	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
 	b.followTicket(e, inv, r)
 	return r, nil
@@ -272,6 +275,9 @@ func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context)
 	if err := b.budget.wait(ctx); err != nil {
 		return dingtalk.Grant{}, err
 	}
+	if err := b.spendShared(ctx); err != nil {
+		return dingtalk.Grant{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.upTimeout)
 	defer cancel()
 	start := time.Now()
@@ -341,6 +347,7 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 
 	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
 	b.setState(e)
+	b.onRefresh(RefreshEvent{Key: e.key, Result: "failure", UpstreamCode: de.Code})
 	level := slog.LevelWarn
 	if !de.Retryable() || de.Class == dingtalk.ClassBanned {
 		level = slog.LevelError
@@ -609,4 +616,36 @@ func (b *Broker) adopted(e *entry) {
 		e.mu.Unlock()
 		b.setState(e)
 	}
+}
+
+// budgetNote names the upstream call budget all replicas share in the store.
+const budgetNote = "upstream"
+
+// spendShared takes one call from the budget shared by every replica (max_rps per second in all),
+// waiting while it is spent. Without the store, the local budget alone paces this replica.
+func (b *Broker) spendShared(ctx context.Context) error {
+	limit := max(1, int(math.Ceil(b.maxRPS)))
+	for b.storeUp.Load() {
+		sctx, cancel := b.storeCtx(ctx)
+		wait, err := b.store.Spend(sctx, budgetNote, limit, time.Second)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.storeFailed(err)
+			return nil
+		}
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(wait + jitter(wait/4+time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.stop()
 	close(work)
 	wg.Wait()
+	b.lifeMu.Lock()
+	b.stopped = true
+	b.lifeMu.Unlock()
 	b.inflight.Wait()
 	return nil
 }

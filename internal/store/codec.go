@@ -10,8 +10,10 @@ import (
 )
 
 // msgVersion is the first field of every event message. A replica that meets another version on the
-// channel treats the message as undecodable (see Redis.Subscribe).
-const msgVersion = "1"
+// channel treats the message as undecodable (see Redis.Subscribe), so during a rolling upgrade old and
+// new replicas re-read the store instead of misreading each other's announcements. Version 1 lacked
+// the fetched-at field.
+const msgVersion = "2"
 
 // errMalformed reports an event message or stored record that does not decode.
 var errMalformed = errors.New("malformed")
@@ -37,6 +39,7 @@ func fromMillis(ms int64) time.Time {
 func normalize(t token.Token) token.Token {
 	t.ExpiresAt = fromMillis(toMillis(t.ExpiresAt))
 	t.FirstSeen = fromMillis(toMillis(t.FirstSeen))
+	t.FetchedAt = fromMillis(toMillis(t.FetchedAt))
 	return t
 }
 
@@ -50,7 +53,7 @@ func appendField(b []byte, s string) []byte {
 
 // eventParts returns the message that announces a write of t under k, split around the generation,
 // which only the Put script knows: the message is head + field(generation) + tail. The fields, each a
-// netstring, are: version, generation, app, kind, expiry ms, first-seen ms, value.
+// netstring, are: version, generation, app, kind, expiry ms, first-seen ms, fetched-at ms, value.
 func eventParts(k token.Key, t token.Token) (head, tail string) {
 	h := appendField(nil, msgVersion)
 	var b []byte
@@ -58,13 +61,14 @@ func eventParts(k token.Key, t token.Token) (head, tail string) {
 	b = appendField(b, string(k.Kind))
 	b = appendField(b, strconv.FormatInt(toMillis(t.ExpiresAt), 10))
 	b = appendField(b, strconv.FormatInt(toMillis(t.FirstSeen), 10))
+	b = appendField(b, strconv.FormatInt(toMillis(t.FetchedAt), 10))
 	b = appendField(b, t.Value)
 	return string(h), string(b)
 }
 
 // decodeEvent parses a message built by the Put script.
 func decodeEvent(msg string) (token.Key, token.Record, error) {
-	var f [7]string
+	var f [8]string
 	rest := msg
 	for i := range f {
 		colon := strings.IndexByte(rest, ':')
@@ -84,12 +88,18 @@ func decodeEvent(msg string) (token.Key, token.Record, error) {
 	gen, err1 := strconv.ParseInt(f[1], 10, 64)
 	exp, err2 := strconv.ParseInt(f[4], 10, 64)
 	first, err3 := strconv.ParseInt(f[5], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || gen <= 0 {
+	fetched, err4 := strconv.ParseInt(f[6], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || gen <= 0 {
 		return token.Key{}, token.Record{}, errMalformed
 	}
 	k := token.Key{App: f[2], Kind: token.Kind(f[3])}
 	rec := token.Record{
-		Token:      token.Token{Value: f[6], ExpiresAt: fromMillis(exp), FirstSeen: fromMillis(first)},
+		Token: token.Token{
+			Value:     f[7],
+			ExpiresAt: fromMillis(exp),
+			FirstSeen: fromMillis(first),
+			FetchedAt: fromMillis(fetched),
+		},
 		Generation: gen,
 	}
 	return k, rec, nil

@@ -15,10 +15,10 @@ func encodeEvent(k token.Key, rec token.Record) string {
 }
 
 func FuzzEventRoundTrip(f *testing.F) {
-	f.Add("crm", "access_token", "value", int64(1), int64(1795341586298), int64(0))
-	f.Add("a{b}:c,", "kind:1", "\x00\xff5:x,", int64(1<<40), int64(-5), int64(1))
-	f.Add("", "", "", int64(1), int64(0), int64(0))
-	f.Fuzz(func(t *testing.T, app, kind, value string, gen, exp, first int64) {
+	f.Add("crm", "access_token", "value", int64(1), int64(1795341586298), int64(0), int64(1795334386298))
+	f.Add("a{b}:c,", "kind:1", "\x00\xff5:x,", int64(1<<40), int64(-5), int64(1), int64(-1))
+	f.Add("", "", "", int64(1), int64(0), int64(0), int64(0))
+	f.Fuzz(func(t *testing.T, app, kind, value string, gen, exp, first, fetched int64) {
 		if gen <= 0 {
 			gen = -gen + 1
 		}
@@ -27,23 +27,30 @@ func FuzzEventRoundTrip(f *testing.F) {
 		}
 		k := token.Key{App: app, Kind: token.Kind(kind)}
 		rec := token.Record{
-			Token:      token.Token{Value: value, ExpiresAt: fromMillis(exp), FirstSeen: fromMillis(first)},
+			Token: token.Token{
+				Value:     value,
+				ExpiresAt: fromMillis(exp),
+				FirstSeen: fromMillis(first),
+				FetchedAt: fromMillis(fetched),
+			},
 			Generation: gen,
 		}
 		gk, grec, err := decodeEvent(encodeEvent(k, rec))
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if gk != k || grec.Generation != gen || grec.Value != value ||
-			!grec.ExpiresAt.Equal(rec.ExpiresAt) || !grec.FirstSeen.Equal(rec.FirstSeen) {
+		if gk != k || grec.Generation != gen || grec.Value != value || !grec.ExpiresAt.Equal(rec.ExpiresAt) ||
+			!grec.FirstSeen.Equal(rec.FirstSeen) || !grec.FetchedAt.Equal(rec.FetchedAt) {
 			t.Fatalf("round trip changed the record")
 		}
 	})
 }
 
 func FuzzDecodeEvent(f *testing.F) {
-	f.Add("1:1,1:1,3:crm,12:access_token,1:0,1:0,0:,")
-	f.Add("1:1,1:0,3:crm,12:access_token,1:0,1:0,0:,")
+	f.Add("1:2,1:1,3:crm,12:access_token,1:0,1:0,1:0,0:,")
+	f.Add("1:2,1:0,3:crm,12:access_token,1:0,1:0,1:0,0:,")
+	f.Add("1:2,2:17,3:crm,12:jsapi_ticket,4:9000,4:1000,4:2000,5:v:1,,,")
+	f.Add("1:1,1:1,3:crm,12:access_token,1:0,1:0,0:,") // version 1
 	f.Add("99999999999:")
 	f.Fuzz(func(t *testing.T, msg string) {
 		k, rec, err := decodeEvent(msg) // must not panic
@@ -57,22 +64,36 @@ func FuzzDecodeEvent(f *testing.F) {
 }
 
 func TestDecodeEventRejects(t *testing.T) {
-	valid := encodeEvent(token.Key{App: "crm", Kind: token.AccessToken},
-		token.Record{Token: token.Token{Value: "v", ExpiresAt: time.UnixMilli(1000)}, Generation: 3})
-	if _, _, err := decodeEvent(valid); err != nil {
+	valid := encodeEvent(token.Key{App: "crm", Kind: token.AccessToken}, token.Record{
+		Token:      token.Token{Value: "v", ExpiresAt: time.UnixMilli(3000), FirstSeen: time.UnixMilli(1000), FetchedAt: time.UnixMilli(2000)},
+		Generation: 3,
+	})
+	if want := "1:2,1:3,3:crm,12:access_token,4:3000,4:1000,4:2000,1:v,"; valid != want {
+		t.Fatalf("encoded %q, want %q", valid, want)
+	}
+	_, rec, err := decodeEvent(valid)
+	if err != nil {
 		t.Fatalf("valid message rejected: %v", err)
+	}
+	if rec.ExpiresAt.UnixMilli() != 3000 || rec.FirstSeen.UnixMilli() != 1000 || rec.FetchedAt.UnixMilli() != 2000 {
+		t.Fatalf("decoded times %v, %v, %v; want expiry 3000, first seen 1000, fetched 2000 ms",
+			rec.ExpiresAt, rec.FirstSeen, rec.FetchedAt)
 	}
 	for name, msg := range map[string]string{
 		"empty":          "",
 		"truncated":      valid[:len(valid)-1],
 		"trailing bytes": valid + "x",
-		"other version":  "1:2" + valid[3:],
-		"generation 0":   "1:1,1:0,3:crm,12:access_token,4:1000,1:0,1:v,",
-		"bad number":     "1:1,1:x,3:crm,12:access_token,4:1000,1:0,1:v,",
+		"version 1":      "1:1,1:3,3:crm,12:access_token,4:3000,4:1000,1:v,",
+		"version 1 len":  "1:1" + valid[3:],
+		"other version":  "1:3" + valid[3:],
+		"generation 0":   "1:2,1:0,3:crm,12:access_token,4:3000,4:1000,4:2000,1:v,",
+		"bad number":     "1:2,1:x,3:crm,12:access_token,4:3000,4:1000,4:2000,1:v,",
+		"bad fetched":    "1:2,1:3,3:crm,12:access_token,4:3000,4:1000,4:20x0,1:v,",
 		"negative len":   "-1:",
 		"long len":       "99999999999:",
-		"no comma":       "1:1;1:3,3:crm,12:access_token,4:1000,1:0,1:v,",
-		"six fields":     "1:1,1:3,3:crm,12:access_token,4:1000,1:0,",
+		"no comma":       "1:2;1:3,3:crm,12:access_token,4:3000,4:1000,4:2000,1:v,",
+		"seven fields":   "1:2,1:3,3:crm,12:access_token,4:3000,4:1000,4:2000,",
+		"nine fields":    "1:2,1:3,3:crm,12:access_token,4:3000,4:1000,4:2000,1:v,1:x,",
 	} {
 		if _, _, err := decodeEvent(msg); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -21,6 +21,9 @@ const SubscriberBuffer = 256
 // errInvalidTTL is returned by TryLock for a ttl that is not positive.
 var errInvalidTTL = errors.New("ttl must be positive")
 
+// errInvalidBudget is returned by Spend for a limit or window that is not positive.
+var errInvalidBudget = errors.New("budget limit and window must be positive")
+
 // MemoryOptions configures NewMemory.
 type MemoryOptions struct {
 	// Now is the clock that lock, note and record lifetimes follow. Nil means time.Now.
@@ -37,7 +40,21 @@ type Memory struct {
 	records map[token.Key]memRecord
 	locks   map[token.Key]memEntry
 	notes   map[string]memEntry
+	budgets map[budgetKey]budget
 	subs    map[*memSub]struct{}
+}
+
+// budgetKey names one budget; the window is part of it, as it is of the window number in Redis.
+type budgetKey struct {
+	name     string
+	windowMs int64
+}
+
+// budget is the count of one budget's current window. A budget keeps only its latest window, so
+// memory grows with the number of names, not with time.
+type budget struct {
+	window int64 // window number: Unix ms / window ms
+	spent  int
 }
 
 type memRecord struct {
@@ -73,6 +90,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 		records: make(map[token.Key]memRecord),
 		locks:   make(map[token.Key]memEntry),
 		notes:   make(map[string]memEntry),
+		budgets: make(map[budgetKey]budget),
 		subs:    make(map[*memSub]struct{}),
 	}
 }
@@ -200,6 +218,46 @@ func (m *Memory) SetNote(ctx context.Context, name, value string, ttl time.Durat
 		return nil
 	}
 	m.notes[name] = memEntry{value: value, expiresAt: m.now().Add(ceilMillis(ttl))}
+	return nil
+}
+
+// Spend takes one call from the budget called name, shared by every user of m, which allows limit
+// calls per window. It returns 0 when the call may be made now; otherwise how long to wait before
+// asking again (at most window), and the call was not taken.
+//
+// Windows are fixed: window number i runs from i*window to (i+1)*window in Unix time by m's clock.
+// window is rounded up to a whole millisecond. A limit or window that is not positive is an error.
+func (m *Memory) Spend(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := checkBudget(limit, window); err != nil {
+		return 0, err
+	}
+	w := ceilMillis(window).Milliseconds()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Whole milliseconds, as Redis's TIME is read in the Redis store.
+	now := m.now().UnixMilli()
+	idx := now / w
+	k := budgetKey{name: name, windowMs: w}
+	b := m.budgets[k]
+	if b.window != idx {
+		b = budget{window: idx}
+	}
+	if b.spent >= limit {
+		return time.Duration(max(1, (idx+1)*w-now)) * time.Millisecond, nil
+	}
+	b.spent++
+	m.budgets[k] = b
+	return 0, nil
+}
+
+// checkBudget validates the arguments of Spend.
+func checkBudget(limit int, window time.Duration) error {
+	if limit <= 0 || window <= 0 {
+		return errInvalidBudget
+	}
 	return nil
 }
 

@@ -43,25 +43,50 @@ const (
 	fieldValue      = "value"
 	fieldExpires    = "expires_ms"
 	fieldFirstSeen  = "first_seen_ms"
+	fieldFetchedAt  = "fetched_ms"
 )
 
 // putScript is Store.Put in one atomic step.
 //
-// KEYS[1] the record. ARGV: 1 expected generation, 2 value, 3 expiry ms, 4 first-seen ms, 5 when the
-// key may be dropped (ms since the epoch), 6 channel, 7 and 8 the announcement without its generation.
-// It returns {written 0/1, generation, value, expiry ms, first-seen ms} of the record stored afterwards.
+// KEYS[1] the record. ARGV: 1 expected generation, 2 value, 3 expiry ms, 4 first-seen ms, 5 fetched-at
+// ms, 6 when the key may be dropped (ms since the epoch), 7 channel, 8 and 9 the announcement without
+// its generation. It returns {written 0/1, generation, value, expiry ms, first-seen ms, fetched-at ms}
+// of the record stored afterwards; a record written before fetched_ms existed reports 0 for it.
 var putScript = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'generation', 'value', 'expires_ms', 'first_seen_ms')
+local cur = redis.call('HMGET', KEYS[1], 'generation', 'value', 'expires_ms', 'first_seen_ms', 'fetched_ms')
 local g = tonumber(cur[1]) or 0
 if g ~= tonumber(ARGV[1]) or (g > 0 and tonumber(ARGV[3]) < (tonumber(cur[3]) or 0)) then
-  return {0, g, cur[2] or '', cur[3] or '0', cur[4] or '0'}
+  return {0, g, cur[2] or '', cur[3] or '0', cur[4] or '0', cur[5] or '0'}
 end
 local ng = g + 1
 local gs = string.format('%d', ng)
-redis.call('HSET', KEYS[1], 'generation', gs, 'value', ARGV[2], 'expires_ms', ARGV[3], 'first_seen_ms', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. string.len(gs) .. ':' .. gs .. ',' .. ARGV[8])
-return {1, ng, ARGV[2], ARGV[3], ARGV[4]}
+redis.call('HSET', KEYS[1], 'generation', gs, 'value', ARGV[2], 'expires_ms', ARGV[3], 'first_seen_ms', ARGV[4],
+  'fetched_ms', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. string.len(gs) .. ':' .. gs .. ',' .. ARGV[9])
+return {1, ng, ARGV[2], ARGV[3], ARGV[4], ARGV[5]}
+`)
+
+// spendScript is Store.Spend in one atomic step: a fixed-window counter on the Redis server's clock,
+// so that replicas whose clocks disagree still share one window.
+//
+// KEYS[1] the counter key without its window index; the script appends the index, which only it
+// knows. Every such key shares KEYS[1]'s hash tag, hence its Cluster slot, which is what lets the
+// script touch a key it did not declare. ARGV: 1 limit, 2 window ms. It returns 0 when the call was
+// taken, otherwise the milliseconds to the end of the window (at least 1).
+var spendScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[2])
+local idx = math.floor(now / w)
+local key = KEYS[1] .. string.format('%d', idx)
+local n = redis.call('INCR', key)
+redis.call('PEXPIRE', key, 2 * w)
+if n <= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DECR', key)
+return math.max(1, (idx + 1) * w - now)
 `)
 
 // unlockScript deletes KEYS[1] only if it still holds ARGV[1], the owner.
@@ -96,8 +121,10 @@ type RedisOptions struct {
 // until its context ends), even when Redis is frozen or the network drops packets.
 //
 // Keys, with P the prefix: the record of an app's kind is the hash "P:{app}:kind" (fields generation,
-// value, expires_ms, first_seen_ms) and its lock "P:{app}:kind:lock", so that every key of one app
-// shares a Cluster slot; a note is "P:note:name"; writes are announced on the channel "P:events".
+// value, expires_ms, first_seen_ms, fetched_ms) and its lock "P:{app}:kind:lock", so that every key of
+// one app shares a Cluster slot; a note is "P:note:name"; the counter of a budget in its window number
+// i (Unix ms / window ms) is "{P}:budget:name:i", all budgets in the prefix's slot because the
+// window's key is chosen inside a script; writes are announced on the channel "P:events".
 //
 // Errors wrap go-redis errors; they never contain token values, note values or passwords.
 type Redis struct {
@@ -251,6 +278,11 @@ func (s *Redis) noteKey(name string) string {
 	return s.prefix + ":note:" + name
 }
 
+// budgetKey is the key of budget name without its window index, which spendScript appends.
+func (s *Redis) budgetKey(name string) string {
+	return "{" + s.prefix + "}:budget:" + name + ":"
+}
+
 // op bounds ctx with the operation timeout.
 func (s *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.opTimeout)
@@ -263,12 +295,12 @@ func (s *Redis) Get(ctx context.Context, k token.Key) (token.Record, bool, error
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	vals, err := s.c.HMGet(ctx, s.recordKey(k), fieldGeneration, fieldValue, fieldExpires, fieldFirstSeen).Result()
+	vals, err := s.c.HMGet(ctx, s.recordKey(k), fieldGeneration, fieldValue, fieldExpires, fieldFirstSeen, fieldFetchedAt).Result()
 	if err != nil {
 		s.failed(err)
 		return token.Record{}, false, fmt.Errorf("redis get %s: %w", k, err)
 	}
-	if len(vals) != 4 || vals[0] == nil {
+	if len(vals) != 5 || vals[0] == nil {
 		return token.Record{}, false, nil
 	}
 	rec, err := parseRecord(vals)
@@ -278,14 +310,20 @@ func (s *Redis) Get(ctx context.Context, k token.Key) (token.Record, bool, error
 	return rec, true, nil
 }
 
-// parseRecord decodes {generation, value, expiry ms, first-seen ms}, as strings or integers.
+// parseRecord decodes {generation, value, expiry ms, first-seen ms, fetched-at ms}, as strings or
+// integers. A missing fetched-at (nil: a record written by a tokend that did not keep it) is the zero
+// time.
 func parseRecord(vals []any) (token.Record, error) {
-	if len(vals) != 4 {
+	if len(vals) != 5 {
 		return token.Record{}, fmt.Errorf("record: %w", errMalformed)
 	}
-	var nums [4]int64
-	for _, i := range []int{0, 2, 3} {
+	var nums [5]int64
+	for _, i := range []int{0, 2, 3, 4} {
 		switch v := vals[i].(type) {
+		case nil:
+			if i != 4 {
+				return token.Record{}, fmt.Errorf("record: %w", errMalformed)
+			}
 		case int64:
 			nums[i] = v
 		case string:
@@ -303,7 +341,12 @@ func parseRecord(vals []any) (token.Record, error) {
 		return token.Record{}, fmt.Errorf("record: %w", errMalformed)
 	}
 	return token.Record{
-		Token:      token.Token{Value: value, ExpiresAt: fromMillis(nums[2]), FirstSeen: fromMillis(nums[3])},
+		Token: token.Token{
+			Value:     value,
+			ExpiresAt: fromMillis(nums[2]),
+			FirstSeen: fromMillis(nums[3]),
+			FetchedAt: fromMillis(nums[4]),
+		},
 		Generation: nums[0],
 	}, nil
 }
@@ -324,13 +367,14 @@ func (s *Redis) Put(ctx context.Context, k token.Key, gen int64, t token.Token) 
 	exp := toMillis(t.ExpiresAt)
 	head, tail := eventParts(k, t)
 	res, err := putScript.Run(ctx, s.c, []string{s.recordKey(k)},
-		gen, t.Value, exp, toMillis(t.FirstSeen), exp+RecordRetention.Milliseconds(), s.channel, head, tail,
+		gen, t.Value, exp, toMillis(t.FirstSeen), toMillis(t.FetchedAt), exp+RecordRetention.Milliseconds(),
+		s.channel, head, tail,
 	).Slice()
 	if err != nil {
 		s.failed(err)
 		return token.Record{}, false, fmt.Errorf("redis put %s: %w", k, err)
 	}
-	if len(res) != 5 {
+	if len(res) != 6 {
 		return token.Record{}, false, fmt.Errorf("redis put %s: reply: %w", k, errMalformed)
 	}
 	written, ok := res[0].(int64)
@@ -420,6 +464,33 @@ func (s *Redis) SetNote(ctx context.Context, name, value string, ttl time.Durati
 		return fmt.Errorf("redis set note: %w", err)
 	}
 	return nil
+}
+
+// Spend takes one call from the budget called name, shared by every client of the same Redis and
+// prefix, which allows limit calls per window. It returns 0 when the call may be made now; otherwise
+// how long to wait before asking again (at most window), and the call was not taken.
+//
+// Windows are fixed: window number i runs from i*window to (i+1)*window in Unix time, read from the
+// Redis server's clock, so replicas with skewed clocks agree. window is rounded up to a whole
+// millisecond. A limit or window that is not positive is an error.
+func (s *Redis) Spend(ctx context.Context, name string, limit int, window time.Duration) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := checkBudget(limit, window); err != nil {
+		return 0, fmt.Errorf("redis spend %s: %w", name, err)
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	wait, err := spendScript.Run(ctx, s.c, []string{s.budgetKey(name)}, limit, ceilMillis(window).Milliseconds()).Int64()
+	if err != nil {
+		s.failed(err)
+		return 0, fmt.Errorf("redis spend %s: %w", name, err)
+	}
+	if wait < 0 {
+		return 0, fmt.Errorf("redis spend %s: reply: %w", name, errMalformed)
+	}
+	return time.Duration(wait) * time.Millisecond, nil
 }
 
 // Ping reports whether Redis answers.

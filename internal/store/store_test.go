@@ -83,8 +83,17 @@ func (p *prefixes) next() string { return fmt.Sprintf("t%d", p.n.Add(1)) }
 func TestMiniredisContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		mr := miniredis.RunT(t)
+		// miniredis keeps TTLs as durations that only FastForward shortens, while TIME (which Spend
+		// reads) and absolute expiries (PEXPIREAT) follow the time set with SetTime: move both.
+		clock := newFakeClock()
+		mr.SetTime(clock.Now())
+		advance := func(d time.Duration) {
+			clock.Advance(d)
+			mr.SetTime(clock.Now())
+			mr.FastForward(d)
+		}
 		opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
-		return storetest.Harness{A: openRedis(t, opts), B: openRedis(t, opts), Advance: mr.FastForward}
+		return storetest.Harness{A: openRedis(t, opts), B: openRedis(t, opts), Now: clock.Now, Advance: advance}
 	})
 }
 
@@ -191,7 +200,7 @@ func putEventually(t *testing.T, s *store.Redis, k token.Key, gen int64, tk toke
 
 func tokenFor(value string) token.Token {
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return token.Token{Value: value, ExpiresAt: now.Add(2 * time.Hour), FirstSeen: now}
+	return token.Token{Value: value, ExpiresAt: now.Add(2 * time.Hour), FirstSeen: now.Add(-time.Hour), FetchedAt: now}
 }
 
 // TestRedisSubscribeSurvivesRestart shows the way replicas learn of new tokens: a Put through one
@@ -239,6 +248,7 @@ func TestRedisFrozen(t *testing.T) {
 		"Unlock":  func(s *store.Redis) error { return s.Unlock(t.Context(), k, "a") },
 		"GetNote": func(s *store.Redis) error { _, _, err := s.GetNote(t.Context(), "n"); return err },
 		"SetNote": func(s *store.Redis) error { return s.SetNote(t.Context(), "n", "v", time.Minute) },
+		"Spend":   func(s *store.Redis) error { _, err := s.Spend(t.Context(), "b", 1, time.Minute); return err },
 		"Ping":    func(s *store.Redis) error { return s.Ping(t.Context()) },
 	}
 	for name, call := range calls {
@@ -406,6 +416,7 @@ func TestRedisKeys(t *testing.T) {
 		"value":         "ticket-value",
 		"expires_ms":    fmt.Sprint(tk.ExpiresAt.UnixMilli()),
 		"first_seen_ms": fmt.Sprint(tk.FirstSeen.UnixMilli()),
+		"fetched_ms":    fmt.Sprint(tk.FetchedAt.UnixMilli()),
 	}
 	got, _ := mr.HKeys("pfx:{crm}:jsapi_ticket")
 	if len(got) != len(fields) {
@@ -425,13 +436,92 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
+// TestRedisBudgetKeys checks the key layout of a budget: one counter per window, named by the window
+// number on the server's clock, under the prefix's hash tag, living two windows, and a refused call
+// not counted.
+func TestRedisBudgetKeys(t *testing.T) {
+	mr := miniredis.RunT(t)
+	// 7.3 s into window 1234567 of 10 s, by the server's clock; the client's clock plays no part.
+	mr.SetTime(time.UnixMilli(12345670000 + 7300))
+	s := openRedis(t, store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "pfx"})
+	const window = 10 * time.Second
+	for i, want := range []time.Duration{0, 0, 2700 * time.Millisecond, 2700 * time.Millisecond} {
+		wait, err := s.Spend(t.Context(), "dingtalk:gettoken", 2, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait != want {
+			t.Fatalf("call %d: wait %v, want %v", i+1, wait, want)
+		}
+	}
+	const key = "{pfx}:budget:dingtalk:gettoken:1234567"
+	if got := mr.Keys(); len(got) != 1 || got[0] != key {
+		t.Fatalf("keys = %q, want [%q]", got, key)
+	}
+	if n, _ := mr.Get(key); n != "2" {
+		t.Fatalf("counter = %q, want 2 (refused calls not counted)", n)
+	}
+	if ttl := mr.TTL(key); ttl != 2*window {
+		t.Fatalf("counter TTL = %v, want two windows (%v)", ttl, 2*window)
+	}
+	// The next window, by the server's clock, has a counter of its own.
+	mr.SetTime(time.UnixMilli(12345680000))
+	if wait, err := s.Spend(t.Context(), "dingtalk:gettoken", 2, window); err != nil || wait != 0 {
+		t.Fatalf("first call in the next window = %v, %v; want 0", wait, err)
+	}
+	if n, _ := mr.Get("{pfx}:budget:dingtalk:gettoken:1234568"); n != "1" {
+		t.Fatalf("next window's counter = %q, want 1", n)
+	}
+}
+
+// TestRedisRecordWithoutFetchedAt: a record written by a tokend that did not keep fetched_ms reads
+// with a zero FetchedAt, and can be overwritten.
+func TestRedisRecordWithoutFetchedAt(t *testing.T) {
+	mr := miniredis.RunT(t)
+	s := openRedis(t, store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "pfx"})
+	k := token.Key{App: "crm", Kind: token.AccessToken}
+	old := tokenFor("old-value")
+	mr.HSet("pfx:{crm}:access_token",
+		"generation", "4",
+		"value", old.Value,
+		"expires_ms", fmt.Sprint(old.ExpiresAt.UnixMilli()),
+		"first_seen_ms", fmt.Sprint(old.FirstSeen.UnixMilli()),
+	)
+	want := token.Record{Token: old, Generation: 4}
+	want.FetchedAt = time.Time{}
+	rec, ok, err := s.Get(t.Context(), k)
+	if err != nil || !ok || rec != want {
+		t.Fatalf("Get = %s, %v, %v; want %s", describe(rec), ok, err, describe(want))
+	}
+	// A refused Put reports the old record the same way.
+	if rec, written, err := s.Put(t.Context(), k, 3, tokenFor("stale")); err != nil || written || rec != want {
+		t.Fatalf("refused Put = %s, %v, %v; want %s", describe(rec), written, err, describe(want))
+	}
+	next := tokenFor("new-value")
+	rec, written, err := s.Put(t.Context(), k, 4, next)
+	if want := (token.Record{Token: next, Generation: 5}); err != nil || !written || rec != want {
+		t.Fatalf("Put over the old record = %s, %v, %v; want %s", describe(rec), written, err, describe(want))
+	}
+}
+
+// describe shows a record with the fingerprint of its value, not the value.
+func describe(r token.Record) string {
+	return fmt.Sprintf("{gen %d, value %s, expires %v, first seen %v, fetched %v}",
+		r.Generation, token.Fingerprint(r.Value), r.ExpiresAt, r.FirstSeen, r.FetchedAt)
+}
+
 // TestRedisUndecodableAnnouncement: a message on the channel that does not decode makes Subscribe
 // call ready, so the caller re-reads instead of missing a write.
 func TestRedisUndecodableAnnouncement(t *testing.T) {
 	mr := miniredis.RunT(t)
 	s := openRedis(t, store.RedisOptions{URL: "redis://" + mr.Addr()})
 	w := watch(t, s)
-	for _, msg := range []string{"", "garbage", "1:2,1:1,3:crm,12:access_token,1:0,1:0,0:,"} {
+	for _, msg := range []string{
+		"",
+		"garbage",
+		"1:1,1:1,3:crm,12:access_token,1:0,1:0,0:,",     // version 1, from a tokend without fetched-at
+		"1:3,1:1,3:crm,12:access_token,1:0,1:0,1:0,0:,", // a later version
+	} {
 		mr.Publish(store.DefaultPrefix+":events", msg)
 		w.waitReady(t)
 	}

@@ -1,5 +1,5 @@
 // Package storetest is the contract suite every tokend store must pass: the fencing of Put, locks,
-// notes, announcements and their lifetimes. Run it from a store's tests with a Harness factory.
+// notes, shared rate budgets, announcements and their lifetimes. Run it from a store's tests with a Harness factory.
 package storetest
 
 import (
@@ -23,6 +23,7 @@ type Store interface {
 	Unlock(ctx context.Context, k token.Key, owner string) error
 	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
+	Spend(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
 	Subscribe(ctx context.Context, ready func(), fn func(token.Key, token.Record)) error
 	Ping(ctx context.Context) error
 }
@@ -31,10 +32,11 @@ type Store interface {
 type Harness struct {
 	// A and B share one backend: what one writes, the other reads.
 	A, B Store
-	// Now is the clock the backend judges lifetimes by. Nil means time.Now.
+	// Now is the clock the backend judges lifetimes and budget windows by. Nil means time.Now.
 	Now func() time.Time
-	// Advance moves the backend's clock forward by d. Nil means the backend follows the wall clock
-	// (a real Redis): the suite then waits for lifetimes to pass, polling with a deadline.
+	// Advance moves the backend's clock forward by d: lifetimes and the clock Spend reads. Nil means
+	// the backend follows the wall clock (a real Redis): the suite then waits for lifetimes to pass,
+	// polling with a deadline.
 	Advance func(d time.Duration)
 }
 
@@ -88,6 +90,10 @@ func Run(t *testing.T, newStore func(t *testing.T) Harness) {
 		{"LockLapses", testLockLapses},
 		{"Notes", testNotes},
 		{"NoteExpires", testNoteExpires},
+		{"SpendShared", testSpendShared},
+		{"SpendWindow", testSpendWindow},
+		{"SpendConcurrent", testSpendConcurrent},
+		{"SpendInvalid", testSpendInvalid},
 		{"Subscribe", testSubscribe},
 		{"SubscribeOddBytes", testSubscribeOddBytes},
 		{"SubscribeStops", testSubscribeStops},
@@ -103,11 +109,12 @@ func Run(t *testing.T, newStore func(t *testing.T) Harness) {
 
 var crm = token.Key{App: "crm", Kind: token.AccessToken}
 
-// tok returns a token expiring in + the base time, with whole-millisecond, UTC times so it compares
-// equal to what a store returns.
+// tok returns a token fetched now and expiring in after now, first seen an hour earlier (three
+// different times, so that a store mixing them up is caught), with whole-millisecond, UTC times so it
+// compares equal to what a store returns.
 func tok(h Harness, value string, in time.Duration) token.Token {
 	now := h.now().Truncate(time.Millisecond).UTC()
-	return token.Token{Value: value, ExpiresAt: now.Add(in), FirstSeen: now}
+	return token.Token{Value: value, ExpiresAt: now.Add(in), FirstSeen: now.Add(-time.Hour), FetchedAt: now}
 }
 
 func mustPut(t *testing.T, s Store, k token.Key, gen int64, tk token.Token) token.Record {
@@ -137,14 +144,14 @@ func mustGet(t *testing.T, s Store, k token.Key) (token.Record, bool) {
 
 func sameRecord(a, b token.Record) bool {
 	return a.Generation == b.Generation && a.Value == b.Value &&
-		a.ExpiresAt.Equal(b.ExpiresAt) && a.FirstSeen.Equal(b.FirstSeen)
+		a.ExpiresAt.Equal(b.ExpiresAt) && a.FirstSeen.Equal(b.FirstSeen) && a.FetchedAt.Equal(b.FetchedAt)
 }
 
 // show describes a record without its value, which may be long or binary: only its fingerprint.
 func show(r token.Record) string {
-	return fmt.Sprintf("{gen %d, value %q (%d bytes), expires %s, first seen %s}",
-		r.Generation, token.Fingerprint(r.Value), len(r.Value),
-		r.ExpiresAt.Format(time.RFC3339Nano), r.FirstSeen.Format(time.RFC3339Nano))
+	return fmt.Sprintf("{gen %d, value %q (%d bytes), expires %s, first seen %s, fetched %s}",
+		r.Generation, token.Fingerprint(r.Value), len(r.Value), r.ExpiresAt.Format(time.RFC3339Nano),
+		r.FirstSeen.Format(time.RFC3339Nano), r.FetchedAt.Format(time.RFC3339Nano))
 }
 
 func testGetEmpty(t *testing.T, h Harness) {
@@ -322,22 +329,50 @@ func oddApp(i int) string {
 
 func testTimePrecision(t *testing.T, h Harness) {
 	base := h.now().Add(time.Hour)
-	tk := token.Token{Value: "v", ExpiresAt: base.Add(123456 * time.Nanosecond)}
-	cur, written, err := h.A.Put(t.Context(), crm, 0, tk)
-	if err != nil || !written {
-		t.Fatalf("Put = %v, %v", written, err)
+	east := time.FixedZone("UTC+8", 8*3600)
+	// Each time field in turn is zero, to show that zero comes back as zero and not as the epoch.
+	tests := []struct {
+		name string
+		k    token.Key
+		tk   token.Token
+	}{
+		{"no first seen", crm, token.Token{
+			Value:     "v",
+			ExpiresAt: base.Add(123456 * time.Nanosecond),
+			FetchedAt: base.Add(-time.Hour + 654321*time.Nanosecond).In(east),
+		}},
+		{"no fetched", token.Key{App: "crm", Kind: token.JSAPITicket}, token.Token{
+			Value:     "v",
+			ExpiresAt: base.Add(999999 * time.Nanosecond).In(east),
+			FirstSeen: base.Add(-2*time.Hour + 1500*time.Microsecond),
+		}},
 	}
-	want := tk.ExpiresAt.Truncate(time.Millisecond)
-	got, _ := mustGet(t, h.B, crm)
-	for name, r := range map[string]token.Record{"Put": cur, "Get": got} {
-		if !r.ExpiresAt.Equal(want) {
-			t.Errorf("%s expiry = %v, want %v (millisecond precision)", name, r.ExpiresAt, want)
+	for _, tc := range tests {
+		cur, written, err := h.A.Put(t.Context(), tc.k, 0, tc.tk)
+		if err != nil || !written {
+			t.Fatalf("%s: Put = %v, %v", tc.name, written, err)
 		}
-		if r.ExpiresAt.Location() != time.UTC {
-			t.Errorf("%s expiry location = %v, want UTC", name, r.ExpiresAt.Location())
-		}
-		if !r.FirstSeen.IsZero() {
-			t.Errorf("%s first seen = %v, want the zero time back", name, r.FirstSeen)
+		got, _ := mustGet(t, h.B, tc.k)
+		for name, r := range map[string]token.Record{"Put": cur, "Get": got} {
+			for field, pair := range map[string][2]time.Time{
+				"expiry":     {r.ExpiresAt, tc.tk.ExpiresAt},
+				"first seen": {r.FirstSeen, tc.tk.FirstSeen},
+				"fetched":    {r.FetchedAt, tc.tk.FetchedAt},
+			} {
+				gotT, in := pair[0], pair[1]
+				if in.IsZero() {
+					if !gotT.IsZero() {
+						t.Errorf("%s: %s %s = %v, want the zero time back", tc.name, name, field, gotT)
+					}
+					continue
+				}
+				if want := in.Truncate(time.Millisecond); !gotT.Equal(want) {
+					t.Errorf("%s: %s %s = %v, want %v (millisecond precision)", tc.name, name, field, gotT, want)
+				}
+				if gotT.Location() != time.UTC {
+					t.Errorf("%s: %s %s location = %v, want UTC", tc.name, name, field, gotT.Location())
+				}
+			}
 		}
 	}
 }
@@ -478,6 +513,162 @@ func testNoteExpires(t *testing.T, h Harness) {
 		}
 		return !ok
 	})
+}
+
+// spend calls s.Spend and fails the test on an error.
+func spend(t *testing.T, s Store, name string, limit int, window time.Duration) time.Duration {
+	t.Helper()
+	wait, err := s.Spend(t.Context(), name, limit, window)
+	if err != nil {
+		t.Fatalf("Spend(%q, %d, %v): %v", name, limit, window, err)
+	}
+	return wait
+}
+
+// mustRefuse checks that a Spend answer is a refusal with a wait no longer than the window.
+func mustRefuse(t *testing.T, what string, wait, window time.Duration) {
+	t.Helper()
+	if wait <= 0 || wait > window {
+		t.Fatalf("%s: wait %v, want a refusal with 0 < wait <= %v", what, wait, window)
+	}
+}
+
+func testSpendShared(t *testing.T, h Harness) {
+	// A window long enough that a wall-clock backend does not cross a window boundary in the test.
+	const (
+		name   = "dingtalk:gettoken"
+		limit  = 3
+		window = time.Hour
+	)
+	handles := []Store{h.A, h.B}
+	for i := range limit {
+		if wait := spend(t, handles[i%2], name, limit, window); wait != 0 {
+			t.Fatalf("call %d of %d in a fresh window: wait %v, want 0", i+1, limit, wait)
+		}
+	}
+	// The budget is shared: both handles are now refused, however often they ask.
+	for i := range 4 {
+		mustRefuse(t, fmt.Sprintf("call %d past the limit", limit+i+1), spend(t, handles[i%2], name, limit, window), window)
+	}
+	// Other budgets are untouched, even one whose name extends this one's.
+	for _, other := range []string{"dingtalk:getjsapiticket", name + ":1", "br{ace}"} {
+		if wait := spend(t, h.B, other, 1, window); wait != 0 {
+			t.Fatalf("first call of budget %q after %q was spent: wait %v, want 0", other, name, wait)
+		}
+	}
+	// The same name with a larger limit has room left: refused calls were not counted.
+	if wait := spend(t, h.A, name, limit+1, window); wait != 0 {
+		t.Fatalf("call with limit %d after %d taken: wait %v, want 0", limit+1, limit, wait)
+	}
+	mustRefuse(t, "call past the larger limit", spend(t, h.B, name, limit+1, window), window)
+}
+
+func testSpendWindow(t *testing.T, h Harness) {
+	// Short, so that a wall-clock backend reaches the next window within the test.
+	const (
+		name   = "window"
+		limit  = 2
+		window = 200 * time.Millisecond
+	)
+	var wait time.Duration
+	taken := 0
+	for {
+		s := h.A
+		if taken%2 == 1 {
+			s = h.B
+		}
+		if wait = spend(t, s, name, limit, window); wait != 0 {
+			break
+		}
+		taken++
+		// With the wall clock the calls may straddle a window boundary, and the next window allows
+		// limit more; a frozen clock must refuse exactly after limit.
+		if (h.Advance != nil && taken > limit) || taken > 2*limit {
+			t.Fatalf("%d calls taken with limit %d in a %v window", taken, limit, window)
+		}
+	}
+	if taken < limit {
+		t.Fatalf("refused after %d calls, want %d", taken, limit)
+	}
+	mustRefuse(t, "call past the limit", wait, window)
+	if h.Advance != nil {
+		// The wait is exact: a millisecond before the window ends the budget is still spent.
+		h.Advance(wait - time.Millisecond)
+		if w := spend(t, h.B, name, limit, window); w != time.Millisecond {
+			t.Fatalf("a millisecond before the window ends: wait %v, want 1ms", w)
+		}
+		wait = time.Millisecond
+	}
+	h.elapse(t, wait, "budget renewed in the next window", func() bool {
+		return spend(t, h.B, name, limit, window) == 0
+	})
+	if h.Advance != nil {
+		// The new window holds limit calls again, the one just taken included.
+		for i := 1; i < limit; i++ {
+			if w := spend(t, h.A, name, limit, window); w != 0 {
+				t.Fatalf("call %d in the new window: wait %v, want 0", i+1, w)
+			}
+		}
+		mustRefuse(t, "call past the limit in the new window", spend(t, h.A, name, limit, window), window)
+	}
+}
+
+func testSpendConcurrent(t *testing.T, h Harness) {
+	const (
+		n      = 50
+		limit  = 10
+		window = time.Hour
+	)
+	waits := make([]time.Duration, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		s := h.A
+		if i%2 == 1 {
+			s = h.B
+		}
+		wg.Go(func() {
+			<-start
+			waits[i], errs[i] = s.Spend(t.Context(), "concurrent", limit, window)
+		})
+	}
+	close(start)
+	wg.Wait()
+	allowed := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Spend %d: %v", i, errs[i])
+		}
+		if waits[i] == 0 {
+			allowed++
+			continue
+		}
+		mustRefuse(t, fmt.Sprintf("Spend %d", i), waits[i], window)
+	}
+	if allowed != limit {
+		t.Fatalf("%d concurrent Spends on a budget of %d allowed %d, want exactly %d", n, limit, allowed, limit)
+	}
+}
+
+func testSpendInvalid(t *testing.T, h Harness) {
+	for _, tc := range []struct {
+		limit  int
+		window time.Duration
+	}{
+		{0, time.Second},
+		{-1, time.Second},
+		{1, 0},
+		{1, -time.Second},
+	} {
+		if wait, err := h.A.Spend(t.Context(), "invalid", tc.limit, tc.window); err == nil {
+			t.Errorf("Spend with limit %d, window %v = %v, nil; want an error", tc.limit, tc.window, wait)
+		}
+	}
+	// A window that is not a whole number of milliseconds is rounded up, not refused.
+	if wait := spend(t, h.A, "sub-millisecond", 1, time.Microsecond); wait != 0 {
+		t.Fatalf("Spend with a 1µs window: wait %v, want 0", wait)
+	}
 }
 
 type event struct {
@@ -634,6 +825,7 @@ func testCanceledContext(t *testing.T, h Harness) {
 		"Unlock":  func() error { return h.A.Unlock(ctx, crm, "a") },
 		"GetNote": func() error { _, _, err := h.A.GetNote(ctx, "n"); return err },
 		"SetNote": func() error { return h.A.SetNote(ctx, "n", "v", time.Minute) },
+		"Spend":   func() error { _, err := h.A.Spend(ctx, "b", 1, time.Minute); return err },
 		"Ping":    func() error { return h.A.Ping(ctx) },
 	}
 	for name, call := range calls {
@@ -641,8 +833,11 @@ func testCanceledContext(t *testing.T, h Harness) {
 			t.Errorf("%s with a canceled context returned no error", name)
 		}
 	}
-	// Nothing was written.
+	// Nothing was written or taken.
 	if rec, ok := mustGet(t, h.B, crm); ok {
 		t.Fatalf("Put with a canceled context stored %s", show(rec))
+	}
+	if wait := spend(t, h.B, "b", 1, time.Hour); wait != 0 {
+		t.Fatalf("Spend after a canceled Spend: wait %v, want 0 (nothing taken)", wait)
 	}
 }
