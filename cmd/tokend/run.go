@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
@@ -125,6 +126,9 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	buildInfo.WithLabelValues(version).Set(1)
 	reg.MustRegister(buildInfo)
 
+	if cfg.Store.Redis != nil {
+		redis.SetLogger(redisLog{log})
+	}
 	st, closeStore, err := openStore(cfg)
 	if err != nil {
 		return err
