@@ -42,15 +42,11 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if !b.storeUp.Load() {
 			return b.refreshAlone(ctx, e, inv)
 		}
-		rec, ok, err := b.storeGet(ctx, e.key)
+		rec, _, need, err := b.readStored(ctx, e, inv)
 		if err != nil {
 			return b.refreshAlone(ctx, e, inv)
 		}
-		if ok {
-			b.adopt(e, rec)
-		}
-		if !b.needs(e.key, rec, ok, inv) {
-			b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+		if !need {
 			return rec, nil
 		}
 		if err := b.gate(ctx, e); err != nil {
@@ -68,6 +64,23 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 			return token.Record{}, err
 		}
 	}
+}
+
+// readStored reads e's record from the store and serves it if newer. need is false when the store
+// already holds what the refresh wants (another replica's work), so no fetch is needed.
+func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (rec token.Record, ok, need bool, err error) {
+	rec, ok, err = b.storeGet(ctx, e.key)
+	if err != nil {
+		return rec, ok, false, err
+	}
+	if ok {
+		b.adopt(e, rec)
+	}
+	if !b.needs(e.key, rec, ok, inv) {
+		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+		return rec, ok, false, nil
+	}
+	return rec, ok, true, nil
 }
 
 // needs reports whether the stored record (ok false: none) calls for a fetch from DingTalk.
@@ -106,15 +119,11 @@ func (b *Broker) capped(k token.Key, t token.Token) bool {
 // between our read and our lock), fetches, and writes fenced.
 func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
 	defer b.unlock(ctx, e.key)
-	rec, ok, err := b.storeGet(ctx, e.key)
+	rec, ok, need, err := b.readStored(ctx, e, inv)
 	if err != nil {
 		return b.refreshAlone(ctx, e, inv)
 	}
-	if ok {
-		b.adopt(e, rec)
-	}
-	if !b.needs(e.key, rec, ok, inv) {
-		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+	if !need {
 		return rec, nil
 	}
 	if err := b.gate(ctx, e); err != nil {
