@@ -199,6 +199,11 @@ func parseNew(status int, contentType string, body []byte, truncated bool, f fie
 func checkBan(status int, contentType string, body []byte) *Error {
 	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
 	if strings.Contains(strings.ToLower(contentType), "text/html") || bytes.HasPrefix(trimmed, []byte("<")) {
+		// An HTML page is DingTalk's per-IP block, unless it is a plain 5xx error page from a proxy
+		// on the way (which a ban would turn into a 5-minute pause instead of a short back-off).
+		if status >= 500 && !looksBlocked(body) {
+			return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: "html error page", Class: ClassUnavailable}
+		}
 		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "html page instead of json (per-ip block)", Class: ClassBanned}
 	}
 	if !bytes.HasPrefix(trimmed, []byte("{")) {
@@ -286,4 +291,15 @@ func badResponse(status int, msg string) *Error {
 
 func httpStatusError(status int) *Error {
 	return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: http.StatusText(status), Class: ClassUnavailable}
+}
+
+// looksBlocked reports whether an HTML page speaks of a block rather than of a server error.
+func looksBlocked(body []byte) bool {
+	lower := bytes.ToLower(body)
+	for _, w := range []string{"punish", "deny", "denied", "block", "forbidden", "拦截", "禁止", "限制", "拒绝"} {
+		if bytes.Contains(lower, []byte(w)) {
+			return true
+		}
+	}
+	return false
 }

@@ -187,6 +187,7 @@ func TestParseNew(t *testing.T) {
 		{"404 plain", tokenField, 404, "text/plain", `404 page not found`, false, fail(T, 404, "http_404", ClassUnavailable)},
 		{"html 200", tokenField, 200, "text/html", banHTML, false, fail(T, 200, CodeIPBan, ClassBanned)},
 		{"html 503", tokenField, 503, "", banHTML, false, fail(T, 503, CodeIPBan, ClassBanned)},
+		{"proxy html 502", tokenField, 502, htmlCT, "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>", false, fail(T, 502, "http_502", ClassUnavailable)},
 		{"punish json", tokenField, 200, jsonCT, banJSON, false, fail(T, 200, CodeIPBan, ClassBanned)},
 		{"punish json 403", ticketField, 403, jsonCT, banJSON, false, fail(T, 403, CodeIPBan, ClassBanned)},
 
