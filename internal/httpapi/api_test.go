@@ -191,7 +191,9 @@ func TestErrors(t *testing.T) {
 			status: 429, code: "rate_limited", retryAfter: "29"},
 		{name: "malformed body", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, body: `{"access_token":`, status: 400, code: "bad_request"},
 		{name: "missing field", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, body: `{}`, status: 400, code: "bad_request"},
-		{name: "unknown field", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, body: `{"accessToken":"x"}`, status: 400, code: "bad_request"},
+		{name: "only an unknown field", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, body: `{"accessToken":"x"}`, status: 400, code: "bad_request"},
+		{name: "not an object", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, body: `["x"]`, status: 400, code: "bad_request"},
+		{name: "bad timestamp", method: "POST", path: "/v1/apps/crm/jsapi_signature", key: billingKey, body: `{"url":"https://a.example/","timestamp":"soon"}`, status: 400, code: "bad_request"},
 		{name: "empty body", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey, status: 400, code: "bad_request"},
 		{name: "body over 64 KiB", method: "POST", path: "/v1/apps/crm/access_token/invalidate", key: billingKey,
 			body: `{"access_token":"` + strings.Repeat("a", 70<<10) + `"}`, status: 400, code: "bad_request"},
@@ -262,6 +264,15 @@ func TestSignatureMatchesIndependentSHA1(t *testing.T) {
 		"nonceStr": "abcDEF123", "signature": hex.EncodeToString(sum[:])}
 	if fmt.Sprint(doc) != fmt.Sprint(want) {
 		t.Fatalf("body = %v\nwant   %v", doc, want)
+	}
+}
+
+func TestSignatureAcceptsTimestampAsStringAndExtraMembers(t *testing.T) {
+	f := newFixture(t)
+	resp, doc := f.do(t, "POST", "/v1/apps/crm/jsapi_signature", billingKey,
+		`{"url":"https://h5.example.com/","nonce_str":"n.1~x","timestamp":"1763800000000","jsApiList":["biz.util.open"]}`)
+	if resp.StatusCode != 200 || doc["timeStamp"] != float64(1763800000000) || doc["nonceStr"] != "n.1~x" {
+		t.Fatalf("status %d body %v", resp.StatusCode, doc)
 	}
 }
 

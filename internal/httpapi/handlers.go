@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,10 +109,20 @@ func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.
 	bufPool.Put(bp)
 }
 
+// autoLengthMax is the largest body net/http is sure to buffer whole before sending the header
+// (its bufferBeforeChunkingSize; HTTP/2 buffers at least as much): when the handler returns having
+// written no more, the server computes Content-Length itself, without allocating.
+const autoLengthMax = 2048
+
+// writeJSON writes body, one JSON document, with status 200. Content-Length is always sent: by
+// net/http for small bodies (the hot path's token documents), by writeJSON for larger ones, which
+// would otherwise go out chunked. body must be the handler's last write.
 func writeJSON(w http.ResponseWriter, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if len(body) > autoLengthMax {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
@@ -149,9 +160,21 @@ func (a *API) invalidate(w http.ResponseWriter, r *http.Request) {
 }
 
 type signatureRequest struct {
-	URL       string `json:"url"`
-	NonceStr  string `json:"nonce_str"`
-	Timestamp *int64 `json:"timestamp"`
+	URL      string `json:"url"`
+	NonceStr string `json:"nonce_str"`
+	// Timestamp is in milliseconds, as a JSON number or a string of digits (dd.config takes either).
+	Timestamp json.RawMessage `json:"timestamp"`
+}
+
+// millis parses the optional timestamp: ok false when present but not a positive whole number.
+func (r signatureRequest) millis() (ms int64, given, ok bool) {
+	raw := strings.TrimSpace(string(r.Timestamp))
+	if raw == "" || raw == "null" {
+		return 0, false, true
+	}
+	raw = strings.Trim(raw, `"`)
+	ms, err := strconv.ParseInt(raw, 10, 64)
+	return ms, true, err == nil && ms > 0
 }
 
 type signatureResponse struct {
@@ -192,16 +215,15 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else if !validNonce(nonce) {
-		writeProblem(w, problemFor(&badRequestError{"nonce_str must be 1 to 64 characters of A-Z a-z 0-9 _ -"}))
+		writeProblem(w, problemFor(&badRequestError{"nonce_str must be 1 to 128 printable ASCII characters, without spaces or &"}))
 		return
 	}
 	ts := a.now().UnixMilli()
-	if req.Timestamp != nil {
-		if *req.Timestamp <= 0 {
-			writeProblem(w, problemFor(&badRequestError{"timestamp must be a positive number of milliseconds"}))
-			return
-		}
-		ts = *req.Timestamp
+	if ms, given, ok := req.millis(); !ok {
+		writeProblem(w, problemFor(&badRequestError{"timestamp must be a positive whole number of milliseconds"}))
+		return
+	} else if given {
+		ts = ms
 	}
 	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
 	if err != nil {
@@ -218,23 +240,24 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, append(body, '\n'))
 }
 
+// validNonce accepts what can stand in the signed string unambiguously: printable ASCII without
+// spaces or '&' (the separator of the signed string).
 func validNonce(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
+	if len(s) == 0 || len(s) > 128 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+		if c := s[i]; c <= ' ' || c > '~' || c == '&' {
 			return false
 		}
 	}
 	return true
 }
 
-// decodeBody reads one JSON object of at most maxBody bytes with no unknown fields into v.
+// decodeBody reads one JSON object of at most maxBody bytes into v. Unknown members are ignored, so
+// clients may send more than tokend needs.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		var syntax *json.SyntaxError
@@ -249,8 +272,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		case errors.As(err, &typ):
 			return &badRequestError{"field " + typ.Field + " has the wrong type"}
 		default:
-			// Unknown fields and the like: json's message names the field, never a value.
-			return &badRequestError{"body: " + err.Error()}
+			return &badRequestError{"body must be a JSON object"}
 		}
 	}
 	if dec.More() {
