@@ -384,3 +384,39 @@ func TestStoreOutageServesFromMemoryRefreshesAloneAndWritesBack(t *testing.T) {
 		t.Fatal("StoreUp() = false after the store returned")
 	}
 }
+
+func TestIPBanPausesEveryReplicaForFiveMinutes(t *testing.T) {
+	clk := newClock()
+	st := store.NewMemory(store.MemoryOptions{Now: clk.Now})
+	up := newUpstream(2 * time.Hour)
+	up.now = clk.Now
+	up.fail(&dingtalk.Error{Family: dingtalk.FamilyTransport, Status: 403, Code: "ip_ban", Class: dingtalk.ClassBanned})
+	opts := broker.Options{Now: clk.Now, Apps: apps("crm", "hr")}
+	a, b := newBroker(t, st, up, opts), newBroker(t, st, up, opts)
+
+	var un *broker.UnavailableError
+	if _, err := a.Token(t.Context(), crm); !errors.As(err, &un) {
+		t.Fatalf("banned call: err = %v, want UnavailableError", err)
+	}
+	up.fail(nil) // the ban page came once; DingTalk would keep answering it for 5 minutes
+	hr := token.Key{App: "hr", Kind: token.AccessToken}
+	for _, step := range []time.Duration{0, time.Minute, 3 * time.Minute} {
+		clk.Add(step)
+		for _, br := range []*broker.Broker{a, b} {
+			for _, k := range []token.Key{crm, hr} {
+				if _, err := br.Token(t.Context(), k); !errors.As(err, &un) || un.RetryAfter <= 0 {
+					t.Fatalf("during the ban: err = %v, want UnavailableError with Retry-After", err)
+				}
+			}
+		}
+	}
+	if got := up.calls.Load(); got != 1 {
+		t.Fatalf("upstream calls during the ban = %d, want only the banned one", got)
+	}
+	clk.Add(2 * time.Minute) // 6 minutes after the ban, past its jitter
+	for _, br := range []*broker.Broker{a, b} {
+		if _, err := br.Token(t.Context(), hr); err != nil {
+			t.Fatalf("after the ban: %v", err)
+		}
+	}
+}

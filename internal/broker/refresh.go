@@ -431,8 +431,9 @@ func (b *Broker) gate(ctx context.Context, e *entry) error {
 		b.storeFailed(err)
 	} else if ok {
 		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
+			// Another replica was banned: this one shares the IP, so it waits the ban out too.
 			b.banUntil.Store(ms)
-			return &UnavailableError{RetryAfter: time.UnixMilli(ms).Sub(now), Upstream: banError()}
+			return b.waitBan(e, time.UnixMilli(ms), now)
 		}
 	}
 	v, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
@@ -469,9 +470,22 @@ func (b *Broker) gate(ctx context.Context, e *entry) error {
 func (b *Broker) gateLocal(e *entry) error {
 	now := b.now()
 	if until := time.UnixMilli(b.banUntil.Load()); now.Before(until) {
-		return &UnavailableError{RetryAfter: until.Sub(now), Upstream: banError()}
+		return b.waitBan(e, until, now)
 	}
 	return e.blocked(now)
+}
+
+// waitBan puts e on hold until the IP ban ends (plus jitter, so the entries do not all resume at
+// once) and returns the error its callers get meanwhile.
+func (b *Broker) waitBan(e *entry, until, now time.Time) error {
+	e.mu.Lock()
+	e.lastErr, e.state = banError(), StateFailing
+	if e.nextTry.Before(until) {
+		e.nextTry = until.Add(jitter(10 * time.Second))
+	}
+	e.mu.Unlock()
+	b.setState(e)
+	return &UnavailableError{RetryAfter: until.Sub(now), Upstream: banError()}
 }
 
 func banError() *dingtalk.Error {
