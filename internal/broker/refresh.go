@@ -52,6 +52,11 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if err := b.gate(ctx, e); err != nil {
 			return token.Record{}, err
 		}
+		// Wait for the budget before taking the lock: a lock held while queueing for the budget
+		// could lapse and let another replica make the same call.
+		if err := b.spend(ctx); err != nil {
+			return token.Record{}, err
+		}
 		got, err := b.tryLock(ctx, e.key)
 		if err != nil {
 			return b.refreshAlone(ctx, e, inv)
@@ -172,6 +177,9 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	if err := b.gateLocal(e); err != nil {
 		return token.Record{}, err
 	}
+	if err := b.spend(ctx); err != nil {
+		return token.Record{}, err
+	}
 	t, err := b.fetch(ctx, e, rec.Token)
 	if err != nil {
 		return token.Record{}, b.failed(ctx, e, err)
@@ -276,17 +284,15 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value, gen: cur.Generation}); ierr != nil {
 			return g, ierr
 		}
+		if err := b.spend(ctx); err != nil { // the second ticket call
+			return dingtalk.Grant{}, err
+		}
 	}
 }
 
-// call makes one DingTalk call within the rate budget and the upstream timeout, and records it.
+// call makes one DingTalk call within the upstream timeout and records it. The caller has taken the
+// call from the rate budget (see spend).
 func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context) (dingtalk.Grant, error)) (dingtalk.Grant, error) {
-	if err := b.budget.wait(ctx); err != nil {
-		return dingtalk.Grant{}, err
-	}
-	if err := b.spendShared(ctx); err != nil {
-		return dingtalk.Grant{}, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, b.upTimeout)
 	defer cancel()
 	start := time.Now()
@@ -643,6 +649,15 @@ func (b *Broker) adopted(e *entry) {
 
 // budgetNote names the upstream call budget all replicas share in the store.
 const budgetNote = "upstream"
+
+// spend takes one DingTalk call from the budgets: this replica's token bucket, then the one all
+// replicas share.
+func (b *Broker) spend(ctx context.Context) error {
+	if err := b.budget.wait(ctx); err != nil {
+		return err
+	}
+	return b.spendShared(ctx)
+}
 
 // spendShared takes one call from the budget shared by every replica (max_rps per second in all),
 // waiting while it is spent. Without the store, the local budget alone paces this replica.
