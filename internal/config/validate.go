@@ -523,6 +523,10 @@ func (c *checker) keyHash(path, s string) ([32]byte, bool) {
 		c.add(path, "is the SHA-256 of an empty key")
 		return sum, false
 	}
+	if sum == [32]byte{} {
+		c.add(path, "must not be all zeros")
+		return sum, false
+	}
 	return sum, true
 }
 

@@ -73,6 +73,11 @@ func NormalizeURL(raw string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: malformed percent-encoding in the query", ErrBadURL)
 	}
+	if !utf8.ValidString(decoded) {
+		// DingTalk's sample decodes as UTF-8 and would sign U+FFFD instead: refuse rather than sign
+		// something the page's own signature check cannot reproduce.
+		return "", fmt.Errorf("%w: the query decodes to invalid UTF-8", ErrBadURL)
+	}
 	return prefix + "?" + decoded, nil
 }
 

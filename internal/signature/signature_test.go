@@ -63,6 +63,7 @@ func TestNormalizeURLRejects(t *testing.T) {
 		{"del", "https://example.com/\x7f"},
 		{"invalid utf-8", "https://example.com/\xff"},
 		{"bad escape in query", "https://example.com/p?x=%zz"},
+		{"query decoding to invalid UTF-8", "https://example.com/p?x=%FF"},
 		{"truncated escape in query", "https://example.com/p?x=%4"},
 		{"bad escape in path", "https://example.com/%zz"},
 		{"bad host", "https://exa mple.com/"},
