@@ -49,7 +49,8 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if !need {
 			return rec, nil
 		}
-		if err := b.gate(ctx, e); err != nil {
+		note, err := b.gate(ctx, e)
+		if err != nil {
 			return token.Record{}, err
 		}
 		// Wait for the budget before taking the lock: a lock held while queueing for the budget
@@ -65,10 +66,25 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 			return b.fetchLocked(ctx, e, inv)
 		}
 		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
-		if err := b.waitChange(ctx, e, rec.Generation); err != nil {
+		if err := b.waitChange(ctx, e, rec.Generation, note); err != nil {
 			return token.Record{}, err
 		}
 	}
+}
+
+// superseded reports whether, while this replica's call was failing, another replica's value arrived
+// that makes the call moot (a fresh value, or for an invalidation a different one). The failure is
+// then not recorded: marking the credential failing, or writing a back-off note over the other
+// replica's success, would raise a false alarm and hold back the others.
+func (b *Broker) superseded(e *entry, inv *invalidation) (token.Record, bool) {
+	cur := e.cur.Load()
+	if cur == nil || !cur.Valid(b.now()) {
+		return token.Record{}, false
+	}
+	if inv != nil {
+		return *cur, cur.Value != inv.value
+	}
+	return *cur, !b.needs(e.key, *cur, true, nil)
 }
 
 // readStored reads e's record from the store and serves it if newer. need is false when the store
@@ -83,6 +99,9 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 	}
 	if !b.needs(e.key, rec, ok, inv) {
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
+		if rec.Valid(b.now()) {
+			b.clearFailure(e) // someone's fetch succeeded: whatever failed here before is over
+		}
 		return rec, ok, false, nil
 	}
 	return rec, ok, true, nil
@@ -131,7 +150,7 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 	if !need {
 		return rec, nil
 	}
-	if err := b.gate(ctx, e); err != nil {
+	if _, err := b.gate(ctx, e); err != nil {
 		return token.Record{}, err
 	}
 	prev := rec.Token
@@ -142,6 +161,9 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 	}
 	t, err := b.fetch(ctx, e, prev)
 	if err != nil {
+		if cur, ok := b.superseded(e, inv); ok {
+			return cur, nil
+		}
 		return token.Record{}, b.failed(ctx, e, err)
 	}
 	pctx, cancel := b.storeCtx(ctx)
@@ -182,6 +204,9 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	}
 	t, err := b.fetch(ctx, e, rec.Token)
 	if err != nil {
+		if cur, ok := b.superseded(e, inv); ok {
+			return cur, nil
+		}
 		return token.Record{}, b.failed(ctx, e, err)
 	}
 	r := b.keepLocal(e, t)
@@ -425,10 +450,10 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 }
 
 // gate returns an error instead of letting a fetch happen while DingTalk bans this IP or the shared
-// back-off of e says to wait.
-func (b *Broker) gate(ctx context.Context, e *entry) error {
+// back-off of e says to wait. note is the back-off note as read ("" for none).
+func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	if err := b.gateLocal(e); err != nil {
-		return err
+		return "", err
 	}
 	now := b.now()
 	sctx, cancel := b.storeCtx(ctx)
@@ -439,20 +464,20 @@ func (b *Broker) gate(ctx context.Context, e *entry) error {
 		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
 			// Another replica was banned: this one shares the IP, so it waits the ban out too.
 			b.banUntil.Store(ms)
-			return b.waitBan(e, time.UnixMilli(ms), now)
+			return "", b.waitBan(e, time.UnixMilli(ms), now)
 		}
 	}
 	v, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
 	if err != nil {
 		b.storeFailed(err)
-		return nil
+		return "", nil
 	}
 	if !ok || v == "" {
-		return nil
+		return "", nil
 	}
 	var f failure
 	if json.Unmarshal([]byte(v), &f) != nil {
-		return nil
+		return v, nil
 	}
 	next := time.UnixMilli(f.NextMs)
 	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
@@ -466,10 +491,10 @@ func (b *Broker) gate(ctx context.Context, e *entry) error {
 	}
 	e.mu.Unlock()
 	if !now.Before(next) {
-		return nil
+		return v, nil
 	}
 	b.setState(e)
-	return b.failureError(de, next.Sub(now))
+	return v, b.failureError(de, next.Sub(now))
 }
 
 // gateLocal is gate without the store: this replica's own view of a ban and of e's back-off.
@@ -525,8 +550,10 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // waitChange waits until e's value changes past generation gen (another replica's write arriving by
-// pub/sub), re-reading the store every pollEvery in case the message was lost, for at most a lock's TTL.
-func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64) error {
+// pub/sub) or the back-off note differs from note, the value read before the lock was tried (the
+// fetcher failed), re-reading the store every pollEvery in case the message was lost, for at most a
+// lock's TTL.
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) error {
 	deadline := time.NewTimer(b.lockTTL)
 	defer deadline.Stop()
 	poll := time.NewTicker(pollEvery)
@@ -551,8 +578,24 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64) error {
 			if !ok && gen != 0 {
 				return nil
 			}
+			// The fetcher failed: it wrote (or changed) the shared back-off note and released the
+			// lock without writing a record. The loop's gate then answers the callers at once.
+			if b.noteValue(ctx, backoffNote(e.key)) != note {
+				return nil
+			}
 		}
 	}
+}
+
+// noteValue returns the store note called name, "" when there is none or the store fails.
+func (b *Broker) noteValue(ctx context.Context, name string) string {
+	sctx, cancel := b.storeCtx(ctx)
+	defer cancel()
+	v, _, err := b.store.GetNote(sctx, name)
+	if err != nil {
+		b.storeFailed(err)
+	}
+	return v
 }
 
 // followTicket refreshes the app's ticket in the background when an invalidation replaced its token:
@@ -638,11 +681,18 @@ func (b *Broker) adopted(e *entry) {
 	}
 	b.m.expiry.WithLabelValues(e.key.App, string(e.key.Kind)).Set(float64(cur.ExpiresAt.UnixMilli()) / 1000)
 	if cur.Valid(b.now()) {
-		e.mu.Lock()
-		// Another replica's success ends this one's failure state too.
-		e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
-		e.state = StateOK
-		e.mu.Unlock()
+		b.clearFailure(e) // another replica's success ends this one's failure state too
+	}
+}
+
+// clearFailure puts e back in the ok state.
+func (b *Broker) clearFailure(e *entry) {
+	e.mu.Lock()
+	changed := e.state != StateOK || e.lastErr != nil
+	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
+	e.state = StateOK
+	e.mu.Unlock()
+	if changed {
 		b.setState(e)
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -23,9 +21,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // app resolves the {app} of the route for the authenticated client, writing the problem and
 // returning nil when it may not be used.
-func (a *API) app(w http.ResponseWriter, r *http.Request) *App {
-	name := chi.URLParam(r, "app")
-	c := clientFrom(r.Context())
+func (a *API) app(w http.ResponseWriter, r *http.Request, c *client) *App {
+	// The router publishes {app} as a path value (chi does since v5.0.12, as net/http's ServeMux
+	// does): reading it there skips chi's context lookup and does not tie the handlers to chi.
+	name := r.PathValue("app")
 	if !c.may(name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, problem{status: http.StatusForbidden, code: codeForbidden, detail: "this client may not use this app"})
@@ -39,8 +38,7 @@ func (a *API) app(w http.ResponseWriter, r *http.Request) *App {
 	return app
 }
 
-func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
-	c := clientFrom(r.Context())
+func (a *API) listApps(w http.ResponseWriter, _ *http.Request, c *client) {
 	buf := []byte(`{"apps":[`)
 	n := 0
 	for _, app := range a.cfg.Load().order {
@@ -63,8 +61,8 @@ func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, buf)
 }
 
-func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request) {
-	app := a.app(w, r)
+func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request, c *client) {
+	app := a.app(w, r, c)
 	if app == nil {
 		return
 	}
@@ -76,8 +74,8 @@ func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request) {
 	a.writeCredential(w, app.Name, "access_token", t)
 }
 
-func (a *API) getTicket(w http.ResponseWriter, r *http.Request) {
-	app := a.app(w, r)
+func (a *API) getTicket(w http.ResponseWriter, r *http.Request, c *client) {
+	app := a.app(w, r, c)
 	if app == nil {
 		return
 	}
@@ -131,8 +129,8 @@ type invalidateRequest struct {
 	AccessToken string `json:"access_token"`
 }
 
-func (a *API) invalidate(w http.ResponseWriter, r *http.Request) {
-	app := a.app(w, r)
+func (a *API) invalidate(w http.ResponseWriter, r *http.Request, c *client) {
+	app := a.app(w, r, c)
 	if app == nil {
 		return
 	}
@@ -150,7 +148,7 @@ func (a *API) invalidate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		result = problemFor(err).code
 	}
-	a.audit(Event{Type: "invalidate", Client: clientFrom(r.Context()).name, App: app.Name,
+	a.audit(Event{Type: "invalidate", Client: c.name, App: app.Name,
 		Fingerprint: token.Fingerprint(req.AccessToken), Remote: r.RemoteAddr, Result: result})
 	if err != nil {
 		writeProblem(w, problemFor(err))
@@ -185,8 +183,8 @@ type signatureResponse struct {
 	Signature string `json:"signature"`
 }
 
-func (a *API) signature(w http.ResponseWriter, r *http.Request) {
-	app := a.app(w, r)
+func (a *API) signature(w http.ResponseWriter, r *http.Request, c *client) {
+	app := a.app(w, r, c)
 	if app == nil {
 		return
 	}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,11 +9,14 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-type clientKey struct{}
+// clientHandler is a client API handler: it gets the authenticated client as an argument.
+type clientHandler func(w http.ResponseWriter, r *http.Request, c *client)
 
-// authenticated admits requests carrying a known bearer key and puts the client in the context.
-func (a *API) authenticated(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// authenticated admits requests carrying a known bearer key (or client certificate) and hands the
+// client to h. The client is an argument rather than a context value: a context value costs a copy of
+// the whole request on every request, and only this package's handlers need it.
+func (a *API) authenticated(h clientHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		s := a.cfg.Load()
 		c := s.fromCert(r.TLS)
 		if c == nil {
@@ -33,11 +35,9 @@ func (a *API) authenticated(next http.Handler) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
-	})
+		h(w, r, c)
+	}
 }
-
-func clientFrom(ctx context.Context) *client { c, _ := ctx.Value(clientKey{}).(*client); return c }
 
 // bearer returns the credentials of an "Authorization: Bearer <key>" header, "" for anything else.
 func bearer(h string) string {

@@ -17,14 +17,11 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed on this route"})
 	})
-	r.Group(func(r chi.Router) {
-		r.Use(a.authenticated)
-		r.Get("/v1/apps", a.listApps)
-		r.Get("/v1/apps/{app}/access_token", a.getAccessToken)
-		r.Get("/v1/apps/{app}/jsapi_ticket", a.getTicket)
-		r.Post("/v1/apps/{app}/access_token/invalidate", a.invalidate)
-		r.Post("/v1/apps/{app}/jsapi_signature", a.signature)
-	})
+	r.Get("/v1/apps", a.authenticated(a.listApps))
+	r.Get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
+	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
+	r.Post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
+	r.Post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
 	return r
 }
 

@@ -1,0 +1,97 @@
+// Command baseline is the yardstick of bench/run.sh: a bare net/http server that answers every
+// request with one constant JSON body of a given size, with the headers tokend's token response
+// carries (Content-Type, Cache-Control, Content-Length), and nothing else: no routing, no
+// authentication, no metrics. tokend's hot path is measured against it.
+//
+//	baseline -listen 127.0.0.1:0 -size 131
+//
+// Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "baseline:", err)
+		os.Exit(1)
+	}
+}
+
+// body returns a JSON object shaped like tokend's token response, padded to exactly size bytes
+// (trailing newline included).
+func body(size int) ([]byte, error) {
+	const head, tail = `{"app":"crm","access_token":"`, `","expires_at":"2026-11-22T10:00:00Z","expires_in":6543}` + "\n"
+	pad := size - len(head) - len(tail)
+	if pad < 0 {
+		return nil, fmt.Errorf("size %d is below the minimum %d", size, len(head)+len(tail))
+	}
+	return []byte(head + strings.Repeat("0", pad) + tail), nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
+	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := body(*size)
+	if err != nil {
+		return err
+	}
+	clen := strconv.Itoa(len(b))
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hd := w.Header()
+		hd["Cache-Control"] = []string{"no-store"}
+		hd["Content-Type"] = []string{"application/json"}
+		hd["Content-Length"] = []string{clen}
+		_, _ = w.Write(b)
+	})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	// The same connection limits as tokend's client API, so neither side is spared their cost.
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      45 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

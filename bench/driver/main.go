@@ -1,0 +1,136 @@
+// Command driver runs tokend's end-to-end benchmarks for bench/run.sh and prints their tables:
+//
+//   - hot: wrk against an authenticated GET /v1/apps/{app}/access_token served from memory and
+//     against a bare net/http server (bench/baseline) returning a constant body of the same size,
+//     interleaved A B A B, with the same connections;
+//   - redis: Redis INFO commandstats over an idle window and over a load window of the same length;
+//   - scale: 10 000 apps in one replica: warm-up time within the upstream budget, resident memory,
+//     idle CPU, and upstream calls per app per refresh cycle;
+//   - budget: two replicas sharing one Redis, and the rate DingTalk (the fake) sees during their
+//     warm-up against upstream.max_rps.
+//
+// Every process runs on loopback and is stopped when the driver returns (or dies: they get SIGKILL
+// with their parent). Usage: driver -bin DIR [flags]; DIR holds tokend, fakedingtalk and baseline.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "driver:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the driver's flags.
+type options struct {
+	bin    string
+	phases map[string]bool
+	keep   bool
+
+	ld     load
+	rounds int
+	window time.Duration // redis phase window
+
+	scaleApps   int
+	scaleRPS    float64
+	scaleTTL    time.Duration
+	scaleMargin time.Duration
+	scaleIdle   time.Duration
+	scaleCycles int
+
+	budgetApps     int
+	budgetRPS      float64
+	budgetReplicas int
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("driver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var phases string
+	fs.StringVar(&o.bin, "bin", "", "`dir`ectory holding the tokend, fakedingtalk and baseline binaries")
+	fs.StringVar(&phases, "phases", "hot,redis,scale,budget", "comma-separated phases to run")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) after the run")
+	fs.IntVar(&o.ld.Threads, "threads", 2, "wrk threads")
+	fs.IntVar(&o.ld.Conns, "connections", 64, "wrk connections")
+	fs.DurationVar(&o.ld.Duration, "duration", 10*time.Second, "length of one wrk run")
+	fs.IntVar(&o.rounds, "rounds", 8, "A B rounds of the hot-path comparison")
+	fs.DurationVar(&o.window, "redis-window", 10*time.Second, "length of the idle and load windows of the redis phase")
+	fs.IntVar(&o.scaleApps, "scale-apps", 10000, "apps in the scale run")
+	fs.Float64Var(&o.scaleRPS, "scale-max-rps", 400, "upstream.max_rps of the scale run")
+	fs.DurationVar(&o.scaleTTL, "scale-ttl", 120*time.Second, "token lifetime the fake grants in the scale run")
+	fs.DurationVar(&o.scaleMargin, "scale-margin", 30*time.Second, "refresh.margin of the scale run")
+	fs.DurationVar(&o.scaleIdle, "scale-idle", 30*time.Second, "idle CPU measurement window of the scale run")
+	fs.IntVar(&o.scaleCycles, "scale-cycles", 2, "refresh cycles to watch in the scale run")
+	fs.IntVar(&o.budgetApps, "budget-apps", 1000, "apps in the shared-budget run")
+	fs.Float64Var(&o.budgetRPS, "budget-max-rps", 50, "upstream.max_rps of the shared-budget run")
+	fs.IntVar(&o.budgetReplicas, "budget-replicas", 2, "replicas in the shared-budget run")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if o.bin == "" {
+		return errors.New("-bin is required")
+	}
+	o.ld.Key = benchKey
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "hot", "redis", "scale", "budget":
+			o.phases[p] = true
+		default:
+			return fmt.Errorf("unknown phase %q", p)
+		}
+	}
+
+	dir, err := os.MkdirTemp("", "tokend-bench-")
+	if err != nil {
+		return err
+	}
+	l := &lab{dir: dir, bin: o.bin, hc: &http.Client{Timeout: 10 * time.Second}}
+	defer func() {
+		l.stopAll()
+		if o.keep {
+			fmt.Fprintf(stderr, "work directory kept: %s\n", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+
+	rep := &report{w: stdout, progress: stderr}
+	rep.machine(ctx)
+	if o.phases["hot"] || o.phases["redis"] {
+		if err := hotPhases(ctx, l, o, rep); err != nil {
+			return err
+		}
+	}
+	if o.phases["scale"] {
+		if err := scalePhase(ctx, l, o, rep); err != nil {
+			return err
+		}
+	}
+	if o.phases["budget"] {
+		if err := budgetPhase(ctx, l, o, rep); err != nil {
+			return err
+		}
+	}
+	rep.summary()
+	return nil
+}
