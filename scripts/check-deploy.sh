@@ -66,6 +66,29 @@ promtool check config --syntax-only deploy/compose/prometheus.yml
 # deploy/prometheus/kubernetes-scrape-config.yaml uses kubernetes_sd_configs, which Debian's promtool is
 # built without; go test below parses it instead.
 
+step "promtool check metrics on a live /metrics (tokend -dev)"
+live=$(mktemp -d)
+go build -o "$live/tokend" ./cmd/tokend
+"$live/tokend" -dev -listen 127.0.0.1:0 -ops-listen 127.0.0.1:0 >"$live/out" 2>"$live/err" &
+live_pid=$!
+ops=""
+for _ in $(seq 100); do
+	ops=$(grep -o 'ops_listen=[0-9.:]*' "$live/err" | head -n 1 | cut -d= -f2 || true)
+	[ -n "$ops" ] && break
+	sleep 0.1
+done
+status=0
+curl -sf "http://$ops/metrics" >"$live/metrics" || status=$?
+kill "$live_pid"
+wait "$live_pid" || true
+if [ "$status" -ne 0 ] || ! grep -q '^tokend_build_info' "$live/metrics"; then
+	echo "check-deploy: could not scrape tokend's /metrics" >&2
+	exit 1
+fi
+promtool check metrics <"$live/metrics"
+echo "$(grep -c '^tokend_' "$live/metrics") tokend series pass promtool's lint"
+rm -rf "$live"
+
 step "go test ./deploy"
 go test -count=1 -race ./deploy/
 
