@@ -34,6 +34,7 @@ type entry struct {
 	attempts      int             // consecutive retryable failures
 	dirty         bool            // cur was fetched while the store was down and must be written back
 	cooldownUntil time.Time       // reports of cur before this get 429 (set by an invalidation's refresh)
+	noted         bool            // a back-off note for this key may exist in the store
 	changed       chan struct{}   // closed and replaced whenever cur changes
 
 	// Owned by the scheduler, guarded by its mutex.

@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"app", "kind"}),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokend_app_state",
-			Help: "1 for the credential's current state (ok, refreshing, failing), 0 for the others.",
+			Help: "Always 1, labelled with the credential's current state (ok, refreshing, failing).",
 		}, []string{"app", "kind", "state"}),
 		refresh: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokend_refresh_total",
@@ -65,16 +65,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// setState publishes e's state as the tokend_app_state gauge.
+// setState publishes e's state as the tokend_app_state gauge: one series per credential, labelled
+// with the current state (the others are deleted, which keeps /metrics small with many apps).
 func (b *Broker) setState(e *entry) {
 	e.mu.Lock()
 	s := e.state
 	e.mu.Unlock()
 	for _, st := range []State{StateOK, StateRefreshing, StateFailing} {
-		v := 0.0
-		if st == s {
-			v = 1
+		if st != s {
+			b.m.state.DeleteLabelValues(e.key.App, string(e.key.Kind), string(st))
 		}
-		b.m.state.WithLabelValues(e.key.App, string(e.key.Kind), string(st)).Set(v)
 	}
+	b.m.state.WithLabelValues(e.key.App, string(e.key.Kind), string(s)).Set(1)
 }

@@ -381,6 +381,7 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		e.attempts++
 		e.nextTry = now.Add(backoff(e.attempts, de.Class, remaining))
 	}
+	e.noted = true
 	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, NextMs: e.nextTry.UnixMilli()}
 	wait := e.nextTry.Sub(now)
 	e.mu.Unlock()
@@ -423,6 +424,8 @@ func (b *Broker) failureError(de *dingtalk.Error, wait time.Duration) error {
 func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 	e.mu.Lock()
 	hadFailure := e.lastErr != nil || e.attempts > 0
+	noted := e.noted
+	e.noted = false
 	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
 	e.state = StateOK
 	if inv != nil && e.key.Kind == token.AccessToken {
@@ -438,8 +441,10 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 	}
 	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := b.store.SetNote(sctx, backoffNote(e.key), "", 0); err != nil {
-		b.storeFailed(err)
+	if noted || hadFailure {
+		if err := b.store.SetNote(sctx, backoffNote(e.key), "", 0); err != nil {
+			b.storeFailed(err)
+		}
 	}
 	if inv != nil && e.key.Kind == token.AccessToken {
 		until := b.now().Add(cooldown)
@@ -475,6 +480,9 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	if !ok || v == "" {
 		return "", nil
 	}
+	e.mu.Lock()
+	e.noted = true
+	e.mu.Unlock()
 	var f failure
 	if json.Unmarshal([]byte(v), &f) != nil {
 		return v, nil
