@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/store"
@@ -420,4 +422,57 @@ func TestIPBanPausesEveryReplicaForFiveMinutes(t *testing.T) {
 			t.Fatalf("after the ban: %v", err)
 		}
 	}
+}
+
+func TestWaiterTakesOverALockReleasedWithoutAWrite(t *testing.T) {
+	st := store.NewMemory(store.MemoryOptions{})
+	reg := prometheus.NewRegistry()
+	up := newUpstream(2 * time.Hour)
+	b := newBroker(t, st, up, broker.Options{UpstreamTimeout: 30 * time.Second, Registerer: reg}) // lock TTL 35 s
+	// Another replica holds the lock, as if it were mid-refresh.
+	if got, err := st.TryLock(t.Context(), crm, "other-replica", time.Minute); !got || err != nil {
+		t.Fatalf("TryLock: %v %v", got, err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := b.Token(t.Context(), crm); done <- err }()
+	waitFor(t, "the request to find the lock taken", 5*time.Second, func() bool {
+		return counterValue(t, reg, "tokend_lock_acquisitions_total", "contended") >= 1
+	})
+	// The holder shuts down: its call is cut short and it releases the lock without writing.
+	if err := st.Unlock(t.Context(), crm, "other-replica"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting replica did not take over a released lock well before its 35 s lapse")
+	}
+	if up.calls.Load() != 1 {
+		t.Fatalf("upstream calls = %d, want 1", up.calls.Load())
+	}
+}
+
+// counterValue reads one labelled series of a counter family from reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -66,8 +66,14 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 			return b.fetchLocked(ctx, e, inv)
 		}
 		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
-		if err := b.waitChange(ctx, e, rec.Generation, note); err != nil {
+		got, err = b.waitChange(ctx, e, rec.Generation, note)
+		if err != nil {
 			return token.Record{}, err
+		}
+		if got {
+			// The holder let go without writing (it shut down, or its call was cut short): this
+			// replica took the lock over, with the call it already took from the budget.
+			return b.fetchLocked(ctx, e, inv)
 		}
 	}
 }
@@ -560,8 +566,9 @@ func jitter(d time.Duration) time.Duration {
 // waitChange waits until e's value changes past generation gen (another replica's write arriving by
 // pub/sub) or the back-off note differs from note, the value read before the lock was tried (the
 // fetcher failed), re-reading the store every pollEvery in case the message was lost, for at most a
-// lock's TTL.
-func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) error {
+// lock's TTL. While it polls it also tries the lock: got is true when the holder released it without
+// writing anything and this replica now holds it.
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (got bool, err error) {
 	deadline := time.NewTimer(b.lockTTL)
 	defer deadline.Stop()
 	poll := time.NewTicker(pollEvery)
@@ -569,30 +576,49 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-deadline.C:
-			return nil // the lock has lapsed by now: try to take it
+			return false, nil // the lock has lapsed by now: try to take it
 		case <-e.changes():
-			return nil
+			return false, nil
 		case <-poll.C:
 			rec, ok, err := b.storeGet(ctx, e.key)
 			if err != nil {
-				return nil // the loop falls back to refreshing alone
+				return false, nil // the loop falls back to refreshing alone
 			}
 			if ok && rec.Generation != gen {
 				b.adopt(e, rec)
-				return nil
+				return false, nil
 			}
 			if !ok && gen != 0 {
-				return nil
+				return false, nil
 			}
 			// The fetcher failed: it wrote (or changed) the shared back-off note and released the
 			// lock without writing a record. The loop's gate then answers the callers at once.
 			if b.noteValue(ctx, backoffNote(e.key)) != note {
-				return nil
+				return false, nil
+			}
+			if b.pollLock(ctx, e.key) {
+				return true, nil
 			}
 		}
 	}
+}
+
+// pollLock tries e's lock while waiting for its holder, counting only a success (the failed tries
+// of a wait are not contention worth a metric each).
+func (b *Broker) pollLock(ctx context.Context, k token.Key) bool {
+	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
+	defer cancel()
+	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
+	if err != nil {
+		b.storeFailed(err)
+		return false
+	}
+	if got {
+		b.m.locks.WithLabelValues("acquired").Inc()
+	}
+	return got
 }
 
 // noteValue returns the store note called name, "" when there is none or the store fails.
