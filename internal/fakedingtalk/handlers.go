@@ -57,16 +57,10 @@ func (s *Server) legacyGetToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	s.mu.Lock()
-	a := s.apps[c.key]
-	if a == nil || a.corp != c.corp || !secretOK(secret, a.secret) {
-		s.mu.Unlock()
-		s.writeBadCredentials(w, c)
+	value, ok := s.issueToken(w, c, secret, c.corp, now)
+	if !ok {
 		return
 	}
-	t := s.fetchTokenLocked(c.key, a, now)
-	value := t.Value
-	s.mu.Unlock()
 	writeJSON(w, legacyContentType, http.StatusOK, struct {
 		Errcode     int    `json:"errcode"`
 		AccessToken string `json:"access_token"`
@@ -101,16 +95,10 @@ func (s *Server) newAccessToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	s.mu.Lock()
-	a := s.apps[c.key]
-	if a == nil || a.corp || !secretOK(body.AppSecret, a.secret) {
-		s.mu.Unlock()
-		s.writeBadCredentials(w, c)
+	value, ok := s.issueToken(w, c, body.AppSecret, false, now)
+	if !ok {
 		return
 	}
-	t := s.fetchTokenLocked(c.key, a, now)
-	value := t.Value
-	s.mu.Unlock()
 	writeJSON(w, newContentType, http.StatusOK, struct {
 		AccessToken string `json:"accessToken"`
 		ExpireIn    int64  `json:"expireIn"`
@@ -297,4 +285,20 @@ func requestID() string {
 	rand.Read(b[:])
 	h := strings.ToUpper(hex.EncodeToString(b[:]))
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// issueToken checks the caller's credentials for c.key (an internal app, or a corp app when corp) and
+// returns the app's current token, renewed or new; on wrong credentials it writes the family's error
+// and returns false.
+func (s *Server) issueToken(w http.ResponseWriter, c call, secret string, corp bool, now time.Time) (string, bool) {
+	s.mu.Lock()
+	a := s.apps[c.key]
+	if a == nil || a.corp != corp || !secretOK(secret, a.secret) {
+		s.mu.Unlock()
+		s.writeBadCredentials(w, c)
+		return "", false
+	}
+	value := s.fetchTokenLocked(c.key, a, now).Value
+	s.mu.Unlock()
+	return value, true
 }
