@@ -109,12 +109,6 @@ type newBody struct {
 	ExpireIn    json.RawMessage `json:"expireIn"`
 }
 
-// banBody is the JSON shape of DingTalk's per-IP block: {"status":1111,"punish":"deny",...}.
-type banBody struct {
-	Status json.RawMessage `json:"status"`
-	Punish json.RawMessage `json:"punish"`
-}
-
 // parseLegacy interprets a legacy (oapi host) answer whose credential is in member f.legacy. It is
 // pure: status is the HTTP status, contentType the Content-Type header, body at most
 // MaxResponseBytes (truncated reports that more followed). Exactly one of the results is meaningful.
@@ -195,32 +189,6 @@ func parseNew(status int, contentType string, body []byte, truncated bool, f fie
 	return grant(status, value, b.ExpireIn, f.new)
 }
 
-// checkBan recognises the per-IP block in any status: an HTML page or the punish JSON.
-func checkBan(status int, contentType string, body []byte) *Error {
-	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
-	if strings.Contains(strings.ToLower(contentType), "text/html") || bytes.HasPrefix(trimmed, []byte("<")) {
-		// An HTML page is DingTalk's per-IP block, unless it is a plain 5xx error page from a proxy
-		// on the way (which a ban would turn into a 5-minute pause instead of a short back-off).
-		if status >= 500 && !looksBlocked(body) {
-			return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: "html error page", Class: ClassUnavailable}
-		}
-		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "html page instead of json (per-ip block)", Class: ClassBanned}
-	}
-	if !bytes.HasPrefix(trimmed, []byte("{")) {
-		return nil
-	}
-	var b banBody
-	if json.Unmarshal(body, &b) != nil {
-		return nil
-	}
-	punish := len(b.Punish) > 0 && string(b.Punish) != "null"
-	st, _ := jsonCode(b.Status)
-	if punish || st == "1111" {
-		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "punish response (per-ip block)", Class: ClassBanned}
-	}
-	return nil
-}
-
 // jsonCode reads a code that DingTalk sends as a JSON number or string. It returns "" for an absent
 // or null member, and ok false when the member is neither a string nor an integer.
 func jsonCode(raw json.RawMessage) (code string, ok bool) {
@@ -291,15 +259,4 @@ func badResponse(status int, msg string) *Error {
 
 func httpStatusError(status int) *Error {
 	return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: http.StatusText(status), Class: ClassUnavailable}
-}
-
-// looksBlocked reports whether an HTML page speaks of a block rather than of a server error.
-func looksBlocked(body []byte) bool {
-	lower := bytes.ToLower(body)
-	for _, w := range []string{"punish", "deny", "denied", "block", "forbidden", "拦截", "禁止", "限制", "拒绝"} {
-		if bytes.Contains(lower, []byte(w)) {
-			return true
-		}
-	}
-	return false
 }
