@@ -24,7 +24,6 @@ import (
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
-	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -286,11 +285,7 @@ func openStore(cfg *config.Config) (broker.Store, func(), error) {
 func brokerApps(cfg *config.Config) []broker.App {
 	apps := make([]broker.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
-		cred := dingtalk.App{Type: dingtalk.AppType(a.Type), API: dingtalk.API(a.TokenAPI), Key: a.ClientID, Secret: a.ClientSecret}
-		if a.Type == config.TypeDingTalkCorp {
-			cred = dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: a.CorpID, Secret: a.CorpSecret}
-		}
-		apps = append(apps, broker.App{Name: a.Name, Cred: cred, JSAPITicket: a.JSAPITicket})
+		apps = append(apps, broker.App{Name: a.Name, Cred: a.Credential(), JSAPITicket: a.JSAPITicket})
 	}
 	return apps
 }
@@ -298,8 +293,8 @@ func brokerApps(cfg *config.Config) []broker.App {
 func apiApps(cfg *config.Config) []httpapi.App {
 	apps := make([]httpapi.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
-		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type, JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
-			AgentID: a.AgentID, SignatureHash: signature.Hash(a.SignatureHash)})
+		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type.String(), JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
+			AgentID: a.AgentID, SignatureHash: a.SignatureHash})
 	}
 	return apps
 }

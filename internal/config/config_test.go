@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokend/tokend/internal/dingtalk"
 )
 
 // Distinctive secret values: no error message may contain any of them, or any 6-character piece.
@@ -821,5 +823,27 @@ func TestContractExample(t *testing.T) {
 	if len(cfg.Apps) != 2 || cfg.Apps[0].ClientSecret != secretFileValue || cfg.Apps[1].CorpSecret != secretCorp ||
 		cfg.Clients[0].KeySHA256 != HashKey("test") || !cfg.Clients[0].Allows("crm") || cfg.Clients[0].Allows("oldorg") {
 		t.Errorf("the contract's example is not read as written")
+	}
+}
+
+// TestCredential checks which configured values become the DingTalk credential of each app type.
+func TestCredential(t *testing.T) {
+	tests := []struct {
+		name string
+		app  App
+		want dingtalk.App
+	}{
+		{"internal v1", App{Type: TypeDingTalk, TokenAPI: TokenAPIV1, ClientID: "k", ClientSecret: "s", CorpID: "c"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}},
+		{"internal legacy", App{Type: TypeDingTalk, TokenAPI: TokenAPILegacy, ClientID: "k", ClientSecret: "s"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.Legacy, Key: "k", Secret: "s"}},
+		{"corp", App{Type: TypeDingTalkCorp, TokenAPI: TokenAPILegacy, CorpID: "c", CorpSecret: "cs"},
+			dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: "c", Secret: "cs"}},
+	}
+	for _, tt := range tests {
+		if got := tt.app.Credential(); got != tt.want {
+			// Not printed: the credential holds the (test) secret.
+			t.Errorf("%s: Credential() differs from the expected one", tt.name)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/tokend/tokend/dingtalkapi"
 )
 
 // BanSniffBytes is how much of a body IsBan looks at. A caller that streams a response (the proxy)
@@ -85,7 +87,7 @@ func isPunishJSON(trimmed []byte) bool {
 		return false
 	}
 	punish := len(b.Punish) > 0 && string(b.Punish) != "null"
-	st, _ := jsonCode(b.Status)
+	st, _ := dingtalkapi.ParseCode(b.Status)
 	return punish || st == "1111"
 }
 
