@@ -11,9 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,8 +26,9 @@ import (
 )
 
 // run is the whole program: it parses args, builds every part, serves until ctx ends, and shuts down
-// gracefully. Its error carries the exit status (exitCode) where it is not 1.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// gracefully. Every value received from reload (main sends SIGHUP there; nil never reloads) re-reads
+// the configuration file. Its error carries the exit status (exitCode) where it is not 1.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, reload <-chan os.Signal) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "keygen":
@@ -95,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		onListen = func(addr string) { env.announce(stdout, addr) }
 		log.Warn("DEV MODE: using an embedded FAKE DingTalk and an in-memory store; not for production", "fake_dingtalk", env.fakeURL)
 	}
-	return serve(ctx, cfg, *configPath, getenv, log, newAuditLog(stderr), onListen)
+	return serve(ctx, cfg, *configPath, getenv, log, newAuditLog(stderr), onListen, reload)
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
@@ -117,8 +116,9 @@ type tokend struct {
 	certs  *tlsFiles // nil without TLS
 }
 
-// serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address.
-func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, audit *auditLog, onListen func(string)) error {
+// serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address. Each
+// value received from reload reloads the file at configPath (nil: never).
+func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, audit *auditLog, onListen func(string), reload <-chan os.Signal) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1, labelled with the running version."}, []string{"version"})
@@ -193,9 +193,6 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	serveErr := make(chan error, 2)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(),
 		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
 	onListen(apiLn.Addr().String())
@@ -209,7 +206,7 @@ loop:
 		case err := <-serveErr:
 			runErr = err
 			break loop
-		case <-hup:
+		case <-reload:
 			if configPath == "" {
 				log.Warn("reload ignored: no configuration file (dev mode)")
 				continue

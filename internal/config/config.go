@@ -188,17 +188,6 @@ type Client struct {
 	Apps []string
 }
 
-// Allows reports whether the client may use the app called app. It does not check that the app
-// exists.
-func (c Client) Allows(app string) bool {
-	for _, a := range c.Apps {
-		if a == AllApps || a == app {
-			return true
-		}
-	}
-	return false
-}
-
 // Problem is one thing wrong with a configuration.
 type Problem struct {
 	// Path names the field, e.g. "apps[1].client_secret_file"; "" for the file as a whole.

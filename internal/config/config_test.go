@@ -740,26 +740,6 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-func TestClientAllows(t *testing.T) {
-	cases := []struct {
-		apps []string
-		app  string
-		want bool
-	}{
-		{[]string{"crm"}, "crm", true},
-		{[]string{"crm"}, "oldorg", false},
-		{[]string{"crm", "oldorg"}, "oldorg", true},
-		{[]string{"*"}, "anything", true},
-		{nil, "crm", false},
-		{[]string{"crm"}, "", false},
-	}
-	for _, tc := range cases {
-		if got := (Client{Apps: tc.apps}).Allows(tc.app); got != tc.want {
-			t.Errorf("Client{Apps: %v}.Allows(%q) = %v, want %v", tc.apps, tc.app, got, tc.want)
-		}
-	}
-}
-
 func TestErrorFormat(t *testing.T) {
 	e := &Error{Problems: []Problem{
 		{Path: "apps[1].client_secret_file", Message: "file \"/x\" does not exist"},
@@ -821,7 +801,7 @@ func TestContractExample(t *testing.T) {
 		t.Fatalf("the contract's example does not parse: %v", err)
 	}
 	if len(cfg.Apps) != 2 || cfg.Apps[0].ClientSecret != secretFileValue || cfg.Apps[1].CorpSecret != secretCorp ||
-		cfg.Clients[0].KeySHA256 != HashKey("test") || !cfg.Clients[0].Allows("crm") || cfg.Clients[0].Allows("oldorg") {
+		cfg.Clients[0].KeySHA256 != HashKey("test") || !slices.Equal(cfg.Clients[0].Apps, []string{"crm"}) {
 		t.Errorf("the contract's example is not read as written")
 	}
 }
