@@ -67,6 +67,8 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	// Audit, if set, receives security-relevant events (see Event).
 	Audit func(Event)
+	// Pprof serves net/http/pprof under /debug/pprof/ on the ops API (config debug.pprof).
+	Pprof bool
 }
 
 // Event is a security-relevant happening on the client API, for the audit log. It never holds a key
@@ -88,6 +90,7 @@ type API struct {
 	audit  func(Event)
 	m      *httpMetrics
 	gather prometheus.Gatherer
+	pprof  bool
 
 	cfg atomic.Pointer[surface]
 }
@@ -130,7 +133,7 @@ func New(opts Options) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer}
+	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof}
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }
