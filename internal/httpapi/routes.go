@@ -12,12 +12,8 @@ import (
 func (a *API) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such route"})
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed on this route"})
-	})
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
 	r.Get("/v1/apps", a.authenticated(a.listApps))
 	r.Get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
 	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
