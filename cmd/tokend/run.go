@@ -158,6 +158,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		Registerer: reg,
 		Gatherer:   reg,
 		Audit:      audit.api,
+		Pprof:      cfg.Debug.Pprof,
 	})
 	if err != nil {
 		return err

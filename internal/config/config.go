@@ -68,6 +68,7 @@ type Config struct {
 	Apps      []App
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
+	Debug   Debug // see debug.go
 }
 
 // Log configures the process logger.

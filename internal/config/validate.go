@@ -77,6 +77,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 			Level:  or(raw.Log.Level, DefaultLogLevel),
 			Format: or(raw.Log.Format, DefaultLogFormat),
 		},
+		Debug: raw.Debug.config(),
 	}
 	c.listeners(cfg.Listen, cfg.OpsListen)
 	switch cfg.Log.Level {
