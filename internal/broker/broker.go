@@ -314,7 +314,12 @@ func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.
 		if res.Err != nil {
 			return token.Token{}, res.Err
 		}
-		return res.Val.(token.Record).Token, nil
+		rec := res.Val.(token.Record)
+		if !rec.Valid(b.now()) {
+			// Never a success without a valid value, whatever path the refresh took.
+			return token.Token{}, &UnavailableError{RetryAfter: time.Second}
+		}
+		return rec.Token, nil
 	case <-ctx.Done():
 		return token.Token{}, ctx.Err()
 	}

@@ -172,14 +172,16 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 		}
 		return token.Record{}, b.failed(ctx, e, err)
 	}
-	pctx, cancel := b.storeCtx(ctx)
-	cur, written, err := b.store.Put(pctx, e.key, rec.Generation, t)
-	cancel()
+	cur, written, err := b.write(ctx, e.key, rec.Generation, t)
 	if err != nil {
-		b.storeFailed(err)
 		return b.keepLocal(e, t), nil
 	}
 	b.adopt(e, cur)
+	if !cur.Valid(b.now()) {
+		// The store holds nothing this replica can serve and would not take t: serve t from memory
+		// and write it back later rather than hand out nothing.
+		cur = b.keepLocal(e, t)
+	}
 	b.succeeded(ctx, e, inv)
 	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != prev.Value, Invalidation: inv != nil})
 	if !written {
@@ -189,6 +191,30 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
 	b.followTicket(e, inv, cur)
 	return cur, nil
+}
+
+// write stores t fenced on generation gen, the one read before t was fetched. When the fenced write
+// loses to a record that is not newer than t (the record vanished: Redis restarted empty, was
+// flushed or evicted the key; or a failover brought an older record back), t is written again on top
+// of what the store now holds: t was fetched after everything this replica read, and serving the
+// loser would hand out an empty or older token. A record newer than t wins and is returned.
+func (b *Broker) write(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error) {
+	for range 3 {
+		pctx, cancel := b.storeCtx(ctx)
+		cur, written, err = b.store.Put(pctx, k, gen, t)
+		cancel()
+		if err != nil {
+			b.storeFailed(err)
+			return cur, false, err
+		}
+		if written || (cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt)) {
+			return cur, written, nil
+		}
+		b.log.Warn("store lost the record being refreshed: writing the fetched one again", "app", k.App, "kind", k.Kind,
+			"expected_generation", gen, "found_generation", cur.Generation)
+		gen = cur.Generation
+	}
+	return cur, false, nil
 }
 
 // refreshAlone refreshes e while the store is unreachable: this replica decides on its own, from
