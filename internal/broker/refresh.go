@@ -385,6 +385,12 @@ func cooldownNote(app string) string { return "cooldown:" + app }
 
 // failed records a failed fetch (locally and in the store) and returns the error for the callers.
 func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
+	if ctx.Err() != nil {
+		// The refresh was cut short on this side (shutdown, or its own deadline): DingTalk said
+		// nothing, so nothing is recorded, here or in the store. A replica waiting on the lock
+		// (released on the way out) takes the refresh over instead of obeying a false back-off.
+		return &UnavailableError{RetryAfter: time.Second}
+	}
 	var de *dingtalk.Error
 	if !errors.As(err, &de) {
 		// Not DingTalk's answer: our context ended, or the ticket's token could not be had (that
