@@ -67,7 +67,7 @@ func (b *Broker) cooldownLeft(ctx context.Context, e *entry, now time.Time) time
 	e.mu.Unlock()
 	if b.storeUp.Load() {
 		sctx, cancel := b.storeCtx(ctx)
-		v, ok, err := b.store.GetNote(sctx, cooldownNote(e.key.App))
+		v, _, ok, err := b.store.GetNote(sctx, cooldownNote(e.key.App))
 		cancel()
 		if err != nil {
 			b.storeFailed(err)

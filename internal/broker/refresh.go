@@ -501,7 +501,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	now := b.now()
 	sctx, cancel := b.storeCtx(ctx)
 	defer cancel()
-	if v, ok, err := b.store.GetNote(sctx, banNote); err != nil {
+	if v, _, ok, err := b.store.GetNote(sctx, banNote); err != nil {
 		b.storeFailed(err)
 	} else if ok {
 		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
@@ -510,7 +510,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 			return "", b.waitBan(e, time.UnixMilli(ms), now)
 		}
 	}
-	v, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
+	v, _, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
 	if err != nil {
 		b.storeFailed(err)
 		return "", nil
@@ -657,7 +657,7 @@ func (b *Broker) pollLock(ctx context.Context, k token.Key) bool {
 func (b *Broker) noteValue(ctx context.Context, name string) string {
 	sctx, cancel := b.storeCtx(ctx)
 	defer cancel()
-	v, _, err := b.store.GetNote(sctx, name)
+	v, _, _, err := b.store.GetNote(sctx, name)
 	if err != nil {
 		b.storeFailed(err)
 	}

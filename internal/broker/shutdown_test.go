@@ -64,7 +64,7 @@ func TestHolderShutdownIsNoUpstreamFailure(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting replica did not answer")
 	}
-	if _, ok, err := st.GetNote(t.Context(), "backoff:crm:access_token"); err != nil || ok {
+	if _, _, ok, err := st.GetNote(t.Context(), "backoff:crm:access_token"); err != nil || ok {
 		t.Errorf("back-off note after the holder's shutdown: present=%v err=%v, want none", ok, err)
 	}
 	mu.Lock()
