@@ -102,6 +102,14 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 	}
 	if ok {
 		b.adopt(e, rec)
+		if cur := e.cur.Load(); cur != nil && cur.Value == rec.Value && cur.FirstSeen.Before(rec.FirstSeen) {
+			// This replica saw the value first (the store lost the record, or another replica
+			// restarted without it): the earliest first-seen wins, here and in the store.
+			stored := rec
+			rec = *cur
+			rec.Generation = stored.Generation
+			b.writeFirstSeen(ctx, e, stored.Generation, rec.Token)
+		}
 	}
 	if !b.needs(e.key, rec, ok, inv) {
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
@@ -111,6 +119,18 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 		return rec, ok, false, nil
 	}
 	return rec, ok, true, nil
+}
+
+// writeFirstSeen writes t, the stored value with the earliest first-seen known, over generation gen.
+func (b *Broker) writeFirstSeen(ctx context.Context, e *entry, gen int64, t token.Token) {
+	pctx, cancel := b.storeCtx(ctx)
+	defer cancel()
+	cur, _, err := b.store.Put(pctx, e.key, gen, t)
+	if err != nil {
+		b.storeFailed(err)
+		return
+	}
+	b.adopt(e, cur)
 }
 
 // needs reports whether the stored record (ok false: none) calls for a fetch from DingTalk.
@@ -257,7 +277,7 @@ func (b *Broker) keepLocal(e *entry, t token.Token) token.Record {
 		gen = cur.Generation
 	}
 	r := token.Record{Token: t, Generation: gen}
-	e.adoptLocked(r)
+	e.adoptLocked(r, b.now())
 	e.dirty = true
 	e.mu.Unlock()
 	b.adopted(e)
@@ -290,8 +310,11 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 		return token.Token{}, err
 	}
 	t := token.Token{Value: g.Value, FetchedAt: start, FirstSeen: start, ExpiresAt: start.Add(g.ExpiresIn)}
-	if prev.Value == g.Value && !prev.FirstSeen.IsZero() {
-		t.FirstSeen = prev.FirstSeen
+	for _, known := range []token.Token{prev, e.served()} {
+		// The earliest first-seen of the value, whoever saw it.
+		if known.Value == g.Value && !known.FirstSeen.IsZero() && known.FirstSeen.Before(t.FirstSeen) {
+			t.FirstSeen = known.FirstSeen
+		}
 	}
 	if e.key.Kind == token.JSAPITicket {
 		if limit := t.FirstSeen.Add(ticketMaxAge); t.ExpiresAt.After(limit) {
@@ -735,7 +758,7 @@ func (b *Broker) storeFailed(err error) {
 
 // adopt serves rec if it is newer than e's value, and updates what depends on the served value.
 func (b *Broker) adopt(e *entry, rec token.Record) {
-	if e.adopt(rec) {
+	if e.adopt(rec, b.now()) {
 		b.adopted(e)
 	}
 }

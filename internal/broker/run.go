@@ -118,7 +118,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		if !ok {
 			return
 		}
-		if e.adopt(rec) {
+		if e.adopt(rec, b.now()) {
 			b.adopted(e)
 			b.reschedule(e)
 		}
@@ -144,7 +144,7 @@ func (b *Broker) resync(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if ok && e.adopt(rec) {
+		if ok && e.adopt(rec, b.now()) {
 			b.adopted(e)
 			b.reschedule(e)
 		}
