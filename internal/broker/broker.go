@@ -303,40 +303,53 @@ func (b *Broker) Refresh(ctx context.Context, k token.Key) (token.Token, error) 
 	return b.await(ctx, e, nil)
 }
 
-// await waits for a refresh of e (shared with every concurrent caller) and returns its result.
+// await waits for a refresh of e (shared with every concurrent caller) and returns its result. An
+// invalidation that joined a flight started for another reason (a scheduled refresh, a client
+// without a valid token) and got the reported value back runs one flight of its own afterwards, so
+// the reported value is checked with DingTalk without a second concurrent call from this process.
 func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.Token, error) {
-	if err := e.blocked(b.now()); err != nil {
-		return token.Token{}, err
-	}
-	ch := b.flight(e, inv)
-	select {
-	case res := <-ch:
+	for joined := false; ; joined = true {
+		if err := e.blocked(b.now()); err != nil {
+			return token.Token{}, err
+		}
+		var res singleflight.Result
+		select {
+		case res = <-b.flight(e, inv):
+		case <-ctx.Done():
+			return token.Token{}, ctx.Err()
+		}
 		if res.Err != nil {
 			return token.Token{}, res.Err
 		}
-		rec := res.Val.(token.Record)
-		if !rec.Valid(b.now()) {
+		out := res.Val.(outcome)
+		if inv != nil && !joined && out.checked != inv.value && out.rec.Value == inv.value {
+			continue
+		}
+		if !out.rec.Valid(b.now()) {
 			// Never a success without a valid value, whatever path the refresh took.
 			return token.Token{}, &UnavailableError{RetryAfter: time.Second}
 		}
-		return rec.Token, nil
-	case <-ctx.Done():
-		return token.Token{}, ctx.Err()
+		return out.rec.Token, nil
 	}
 }
 
-// flight starts (or joins) the one refresh of e in this process. The refresh runs on the broker's own
-// context, detached from the callers, so a caller that gives up does not cancel it for the others.
+// outcome is what a flight hands its callers: the record served afterwards, and the reported value
+// it was started to check ("" for a plain refresh).
+type outcome struct {
+	rec     token.Record
+	checked string
+}
+
+// flight starts (or joins) the one refresh of e in this process: one flight per credential, whatever
+// started it, so that this process never makes two concurrent DingTalk calls for one credential, with
+// or without the store's lock. The refresh runs on the broker's own context, detached from the
+// callers, so a caller that gives up does not cancel it for the others.
 func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result {
-	name := e.key.String()
-	if inv != nil {
-		name += "!" + token.Fingerprint(inv.value)
-	}
-	return b.flights.DoChan(name, func() (any, error) {
+	return b.flights.DoChan(e.key.String(), func() (any, error) {
 		b.lifeMu.RLock()
 		if b.stopped {
 			b.lifeMu.RUnlock()
-			return token.Record{}, &UnavailableError{RetryAfter: time.Second}
+			return outcome{}, &UnavailableError{RetryAfter: time.Second}
 		}
 		b.inflight.Add(1)
 		b.lifeMu.RUnlock()
@@ -345,7 +358,11 @@ func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result 
 		defer cancel()
 		rec, err := b.refresh(ctx, e, inv)
 		b.reschedule(e)
-		return rec, err
+		out := outcome{rec: rec}
+		if inv != nil {
+			out.checked = inv.value
+		}
+		return out, err
 	})
 }
 
