@@ -33,7 +33,8 @@ type entry struct {
 	nextTry       time.Time       // no upstream call before this (back-off or slow retry)
 	attempts      int             // consecutive retryable failures
 	dirty         bool            // cur was fetched while the store was down and must be written back
-	cooldownUntil time.Time       // reports of cur before this get 429 (set by an invalidation's refresh)
+	checked       string          // fingerprint of the value last checked after a report, unchanged
+	checkedUntil  time.Time       // reports of that value before this get 429
 	noted         bool            // a back-off note for this key may exist in the store
 	changed       chan struct{}   // closed and replaced whenever cur changes
 
@@ -112,6 +113,24 @@ func (e *entry) merge(a, b token.Record) token.Record {
 		}
 	}
 	return m
+}
+
+// markChecked records that value was checked with DingTalk after a report and came back unchanged;
+// reports of it get 429 until until.
+func (e *entry) markChecked(value string, until time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checked, e.checkedUntil = token.Fingerprint(value), until
+}
+
+// checkedLeft is what is left at now of value's cool-down, as this replica knows it.
+func (e *entry) checkedLeft(value string, now time.Time) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.checked != token.Fingerprint(value) || !now.Before(e.checkedUntil) {
+		return 0
+	}
+	return e.checkedUntil.Sub(now)
 }
 
 // served returns the value served, the zero Token when there is none.

@@ -29,10 +29,9 @@ const (
 )
 
 // invalidation asks a refresh to replace value, reported invalid by a client while it was the
-// current value at generation gen.
+// current value.
 type invalidation struct {
 	value string
-	gen   int64
 }
 
 // refresh makes e's value valid and fresh (or, with inv, replaces the reported value), calling
@@ -90,7 +89,7 @@ func (b *Broker) superseded(e *entry, inv *invalidation) (token.Record, bool) {
 	if inv != nil {
 		return *cur, cur.Value != inv.value
 	}
-	return *cur, !b.needs(e.key, *cur, true, nil)
+	return *cur, !b.needs(e, *cur, true, nil)
 }
 
 // readStored reads e's record from the store and serves it if newer. need is false when the store
@@ -111,12 +110,22 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 			b.writeFirstSeen(ctx, e, stored.Generation, rec.Token)
 		}
 	}
-	if !b.needs(e.key, rec, ok, inv) {
+	// After adopt, the served value is the newest known of memory and store: a failover that brought
+	// an older record back must not have it handed out.
+	best := rec
+	if cur := e.cur.Load(); cur != nil && cur.Valid(b.now()) {
+		best = *cur
+	}
+	need = b.needs(e, rec, ok, inv)
+	if inv != nil {
+		need = best.Value == inv.value && b.checkedLeft(ctx, e, inv.value) == 0
+	}
+	if !need {
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
-		if rec.Valid(b.now()) {
+		if best.Valid(b.now()) {
 			b.clearFailure(e) // someone's fetch succeeded: whatever failed here before is over
 		}
-		return rec, ok, false, nil
+		return best, ok, false, nil
 	}
 	return rec, ok, true, nil
 }
@@ -133,19 +142,23 @@ func (b *Broker) writeFirstSeen(ctx context.Context, e *entry, gen int64, t toke
 	b.adopt(e, cur)
 }
 
-// needs reports whether the stored record (ok false: none) calls for a fetch from DingTalk.
-func (b *Broker) needs(k token.Key, rec token.Record, ok bool, inv *invalidation) bool {
+// needs reports whether the record (ok false: none) calls for a fetch from DingTalk. For a report,
+// it does while the record holds the reported value and nobody checked that value with DingTalk
+// within the cool-down (as this replica knows: the store's note is read by readStored). A report is
+// answered by a check of the value, not by a generation counter, which restarts when the store
+// restarts empty.
+func (b *Broker) needs(e *entry, rec token.Record, ok bool, inv *invalidation) bool {
 	if !ok {
 		return true
 	}
-	if inv != nil {
-		return rec.Value == inv.value && rec.Generation <= inv.gen
-	}
 	now := b.now()
+	if inv != nil {
+		return rec.Value == inv.value && e.checkedLeft(inv.value, now) <= 0
+	}
 	if !rec.Valid(now) {
 		return true
 	}
-	return !b.capped(k, rec.Token) && !now.Before(b.windowStart(rec.Token))
+	return !b.capped(e.key, rec.Token) && !now.Before(b.windowStart(rec.Token))
 }
 
 // effMargin is the refresh margin for t: the configured margin, capped at half t's lifetime.
@@ -191,6 +204,9 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 			return cur, nil
 		}
 		return token.Record{}, b.failed(ctx, e, err)
+	}
+	if inv != nil && t.Value == inv.value {
+		b.markChecked(ctx, e, t.Value)
 	}
 	cur, written, err := b.write(ctx, e.key, rec.Generation, t)
 	if err != nil {
@@ -245,7 +261,7 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	if cur != nil {
 		rec = *cur
 	}
-	if !b.needs(e.key, rec, cur != nil, inv) {
+	if !b.needs(e, rec, cur != nil, inv) {
 		return rec, nil
 	}
 	if err := b.gateLocal(e); err != nil {
@@ -260,6 +276,9 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 			return cur, nil
 		}
 		return token.Record{}, b.failed(ctx, e, err)
+	}
+	if inv != nil && t.Value == inv.value {
+		b.markChecked(ctx, e, t.Value)
 	}
 	r := b.keepLocal(e, t)
 	b.succeeded(ctx, e, inv)
@@ -361,7 +380,7 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 		if cur == nil || cur.Value != at.Value {
 			continue // already replaced meanwhile
 		}
-		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value, gen: cur.Generation}); ierr != nil {
+		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value}); ierr != nil {
 			return g, ierr
 		}
 		if err := b.spend(ctx); err != nil { // the second ticket call
@@ -404,7 +423,44 @@ func backoffNote(k token.Key) string { return "backoff:" + k.App + ":" + string(
 
 const banNote = "ipban"
 
-func cooldownNote(app string) string { return "cooldown:" + app }
+// cooldownNote names the note that says k's value was just checked with DingTalk and came back
+// unchanged (by its fingerprint, never the value).
+func cooldownNote(k token.Key, value string) string {
+	return "cooldown:" + k.App + ":" + string(k.Kind) + ":" + token.Fingerprint(value)
+}
+
+// markChecked records that value, reported invalid, was just checked with DingTalk and came back
+// unchanged: further reports of that same value within the cool-down get 429, and a replica waiting
+// to check it finds it checked. The note is written before the record, so a waiter that sees the
+// record sees the note too.
+func (b *Broker) markChecked(ctx context.Context, e *entry, value string) {
+	e.markChecked(value, b.now().Add(cooldown))
+	if !b.storeUp.Load() {
+		return
+	}
+	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := b.store.SetNote(sctx, cooldownNote(e.key, value), "1", cooldown); err != nil {
+		b.storeFailed(err)
+	}
+}
+
+// checkedLeft is how long reports of value must still wait: what is left of the cool-down of its
+// last check, as this replica or the store knows it (0: not checked lately).
+func (b *Broker) checkedLeft(ctx context.Context, e *entry, value string) time.Duration {
+	left := e.checkedLeft(value, b.now())
+	if b.storeUp.Load() {
+		sctx, cancel := b.storeCtx(ctx)
+		_, ttl, ok, err := b.store.GetNote(sctx, cooldownNote(e.key, value))
+		cancel()
+		if err != nil {
+			b.storeFailed(err)
+		} else if ok && ttl > left {
+			left = ttl
+		}
+	}
+	return max(left, 0)
+}
 
 // failed records a failed fetch (locally and in the store) and returns the error for the callers.
 func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
@@ -489,9 +545,6 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 	e.noted = false
 	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
 	e.state = StateOK
-	if inv != nil && e.key.Kind == token.AccessToken {
-		e.cooldownUntil = b.now().Add(cooldown)
-	}
 	e.mu.Unlock()
 	b.setState(e)
 	if hadFailure {
@@ -504,12 +557,6 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 	defer cancel()
 	if noted || hadFailure {
 		if err := b.store.SetNote(sctx, backoffNote(e.key), "", 0); err != nil {
-			b.storeFailed(err)
-		}
-	}
-	if inv != nil && e.key.Kind == token.AccessToken {
-		until := b.now().Add(cooldown)
-		if err := b.store.SetNote(sctx, cooldownNote(e.key.App), strconv.FormatInt(until.UnixMilli(), 10), cooldown); err != nil {
 			b.storeFailed(err)
 		}
 	}
@@ -701,7 +748,7 @@ func (b *Broker) followTicket(e *entry, inv *invalidation, got token.Record) {
 	if cur == nil {
 		return
 	}
-	b.flight(te, &invalidation{value: cur.Value, gen: cur.Generation})
+	b.flight(te, &invalidation{value: cur.Value})
 }
 
 // storeCtx bounds a group of store operations. The store bounds each operation itself too; this
