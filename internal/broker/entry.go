@@ -26,17 +26,17 @@ type entry struct {
 	// cur is the value served; read without locks on the hot path.
 	cur atomic.Pointer[token.Record]
 
-	mu            sync.Mutex
-	app           App
-	state         State
-	lastErr       *dingtalk.Error // last upstream failure, nil after a success
-	nextTry       time.Time       // no upstream call before this (back-off or slow retry)
-	attempts      int             // consecutive retryable failures
-	dirty         bool            // cur was fetched while the store was down and must be written back
-	checked       string          // fingerprint of the value last checked after a report, unchanged
-	checkedUntil  time.Time       // reports of that value before this get 429
-	noted         bool            // a back-off note for this key may exist in the store
-	changed       chan struct{}   // closed and replaced whenever cur changes
+	mu           sync.Mutex
+	app          App
+	state        State
+	lastErr      *dingtalk.Error // last upstream failure, nil after a success
+	nextTry      time.Time       // no upstream call before this (back-off or slow retry)
+	attempts     int             // consecutive retryable failures
+	dirty        bool            // cur was fetched while the store was down and must be written back
+	checked      string          // fingerprint of the value last checked after a report, unchanged
+	checkedUntil time.Time       // reports of that value before this get 429
+	noted        bool            // a back-off note for this key may exist in the store
+	changed      chan struct{}   // closed and replaced whenever cur changes
 
 	// Owned by the scheduler, guarded by its mutex.
 	heapIndex int       // position in the scheduler's heap, -1 when not queued

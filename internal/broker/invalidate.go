@@ -69,4 +69,3 @@ func (b *Broker) countInvalidation(app, reported string, got token.Token, err er
 	}
 	b.m.invalidations.WithLabelValues(app, result).Inc()
 }
-
