@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/tokend/tokend/internal/dingtalk"
@@ -410,14 +409,23 @@ func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context)
 
 // failure is the shared back-off state of one credential, kept as a store note so that every replica
 // obeys one schedule.
+// The note lives keepMs past the end of the wait, so that the attempt count outlives it: the wait
+// left is the note's time to live (by the store's clock) minus keepMs. It carries no instant of any
+// replica's clock, so a replica whose clock is off cannot stall the others.
 type failure struct {
 	Class    dingtalk.Class  `json:"class"`
 	Family   dingtalk.Family `json:"family"`
 	Status   int             `json:"status,omitempty"`
 	Code     string          `json:"code"`
 	Attempts int             `json:"attempts"`
-	NextMs   int64           `json:"next"`
+	KeepMs   int64           `json:"keep_ms"`
+	// Write tells one write from the next, so that a replica waiting on the lock sees a failure
+	// noted even when it repeats the previous one.
+	Write uint32 `json:"write"`
 }
+
+// backoffKeep is how long a back-off note outlives its wait.
+const backoffKeep = 10 * time.Minute
 
 func backoffNote(k token.Key) string { return "backoff:" + k.App + ":" + string(k.Kind) }
 
@@ -499,7 +507,7 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		e.nextTry = now.Add(backoff(e.attempts, de.Class, remaining))
 	}
 	e.noted = true
-	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, NextMs: e.nextTry.UnixMilli()}
+	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, KeepMs: backoffKeep.Milliseconds(), Write: rand.Uint32()}
 	wait := e.nextTry.Sub(now)
 	e.mu.Unlock()
 
@@ -518,11 +526,12 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		raw, _ := json.Marshal(f)
 		sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
 		defer cancel()
-		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+10*time.Minute); err != nil {
+		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+backoffKeep); err != nil {
 			b.storeFailed(err)
 		}
 		if de.Class == dingtalk.ClassBanned {
-			if err := b.store.SetNote(sctx, banNote, strconv.FormatInt(now.Add(banPause).UnixMilli(), 10), banPause); err != nil {
+			// The ban's end is the note's expiry, by the store's clock.
+			if err := b.store.SetNote(sctx, banNote, de.Code, banPause); err != nil {
 				b.storeFailed(err)
 			}
 		}
@@ -571,16 +580,15 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	now := b.now()
 	sctx, cancel := b.storeCtx(ctx)
 	defer cancel()
-	if v, _, ok, err := b.store.GetNote(sctx, banNote); err != nil {
+	if _, left, ok, err := b.store.GetNote(sctx, banNote); err != nil {
 		b.storeFailed(err)
-	} else if ok {
-		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
-			// Another replica was banned: this one shares the IP, so it waits the ban out too.
-			b.banUntil.Store(ms)
-			return "", b.waitBan(e, time.UnixMilli(ms), now)
-		}
+	} else if ok && left > 0 {
+		// Another replica was banned: this one shares the IP, so it waits the ban out too.
+		until := now.Add(left)
+		b.banUntil.Store(until.UnixMilli())
+		return "", b.waitBan(e, until, now)
 	}
-	v, _, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
+	v, ttl, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
 	if err != nil {
 		b.storeFailed(err)
 		return "", nil
@@ -595,7 +603,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	if json.Unmarshal([]byte(v), &f) != nil {
 		return v, nil
 	}
-	next := time.UnixMilli(f.NextMs)
+	next := now.Add(ttl - time.Duration(f.KeepMs)*time.Millisecond)
 	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
 	e.mu.Lock()
 	// Learn the shared schedule, so this replica's clients and scheduler obey it too.
