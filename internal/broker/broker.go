@@ -11,8 +11,6 @@ package broker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -144,7 +142,6 @@ type Broker struct {
 	lockTTL      time.Duration
 	failRetry    time.Duration
 	storeTimeout time.Duration
-	owner        string // this replica's identity on locks
 
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
@@ -163,10 +160,11 @@ type Broker struct {
 	stopped  bool
 	inflight sync.WaitGroup
 
-	storeUp  atomic.Bool
-	warm     atomic.Bool
-	draining atomic.Bool
-	banUntil atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
+	storeUp   atomic.Bool
+	storeSlow atomic.Int32 // store operations timed out in a row
+	warm      atomic.Bool
+	draining  atomic.Bool
+	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
 }
 
 // New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
@@ -201,10 +199,6 @@ func New(opts Options) (*Broker, error) {
 	if opts.OnRefresh == nil {
 		opts.OnRefresh = func(RefreshEvent) {}
 	}
-	owner := make([]byte, 12)
-	if _, err := rand.Read(owner); err != nil {
-		return nil, fmt.Errorf("broker: owner id: %w", err)
-	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -222,7 +216,6 @@ func New(opts Options) (*Broker, error) {
 		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
 		failRetry:    opts.FailureRetry,
 		storeTimeout: opts.StoreTimeout,
-		owner:        hex.EncodeToString(owner),
 		workers:      opts.Workers,
 		maxRPS:       opts.MaxRPS,
 		life:         life,

@@ -36,6 +36,7 @@ type invalidation struct {
 // refresh makes e's value valid and fresh (or, with inv, replaces the reported value), calling
 // DingTalk only when the store does not already hold what is needed and no other replica is fetching.
 func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	spent := false
 	for {
 		if !b.storeUp.Load() {
 			return b.refreshAlone(ctx, e, inv)
@@ -53,25 +54,29 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		}
 		// Wait for the budget before taking the lock: a lock held while queueing for the budget
 		// could lapse and let another replica make the same call.
-		if err := b.spend(ctx); err != nil {
-			return token.Record{}, err
+		// One unit per refresh, however many times this replica then waits for another's write.
+		if !spent {
+			if err := b.spend(ctx); err != nil {
+				return token.Record{}, err
+			}
+			spent = true
 		}
-		got, err := b.tryLock(ctx, e.key)
+		l, err := b.tryLock(ctx, e.key)
 		if err != nil {
 			return b.refreshAlone(ctx, e, inv)
 		}
-		if got {
-			return b.fetchLocked(ctx, e, inv)
+		if l != nil {
+			return b.fetchLocked(ctx, l, e, inv)
 		}
 		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
-		got, err = b.waitChange(ctx, e, rec.Generation, note)
+		l, err = b.waitChange(ctx, e, rec.Generation, note)
 		if err != nil {
 			return token.Record{}, err
 		}
-		if got {
+		if l != nil {
 			// The holder let go without writing (it shut down, or its call was cut short): this
 			// replica took the lock over, with the call it already took from the budget.
-			return b.fetchLocked(ctx, e, inv)
+			return b.fetchLocked(ctx, l, e, inv)
 		}
 	}
 }
@@ -179,8 +184,8 @@ func (b *Broker) capped(k token.Key, t token.Token) bool {
 
 // fetchLocked runs with e's store lock held: it re-reads the store (another replica may have written
 // between our read and our lock), fetches, and writes fenced.
-func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
-	defer b.unlock(ctx, e.key)
+func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *invalidation) (token.Record, error) {
+	defer l.release()
 	rec, ok, need, err := b.readStored(ctx, e, inv)
 	if err != nil {
 		return b.refreshAlone(ctx, e, inv)
@@ -290,9 +295,11 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 // keepLocal serves t from memory and marks it for writing back to the store.
 func (b *Broker) keepLocal(e *entry, t token.Token) token.Record {
 	e.mu.Lock()
-	gen := int64(0)
+	// One past the generation known: t was fetched after it, so a record of that generation is
+	// older (the fence in the store uses the store's generation, never this one).
+	gen := int64(1)
 	if cur := e.cur.Load(); cur != nil {
-		gen = cur.Generation
+		gen = cur.Generation + 1
 	}
 	r := token.Record{Token: t, Generation: gen}
 	e.adoptLocked(r, b.now())
@@ -362,7 +369,7 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 	for attempt := 0; ; attempt++ {
 		at, err := b.Token(ctx, tokenKey)
 		if err != nil {
-			return dingtalk.Grant{}, err
+			return dingtalk.Grant{}, &noCallError{err}
 		}
 		g, err := b.call(ctx, k, func(ctx context.Context) (dingtalk.Grant, error) {
 			return b.upstream.JSAPITicket(ctx, api, at.Value)
@@ -380,13 +387,19 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 			continue // already replaced meanwhile
 		}
 		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value}); ierr != nil {
-			return g, ierr
+			return g, &noCallError{ierr}
 		}
 		if err := b.spend(ctx); err != nil { // the second ticket call
 			return dingtalk.Grant{}, err
 		}
 	}
 }
+
+// noCallError is a ticket refresh's failure to get the app's access token: no ticket call was made.
+type noCallError struct{ err error }
+
+func (e *noCallError) Error() string { return "access token for the ticket call: " + e.err.Error() }
+func (e *noCallError) Unwrap() error { return e.err }
 
 // call makes one DingTalk call within the upstream timeout and records it. The caller has taken the
 // call from the rate budget (see spend).
@@ -396,14 +409,7 @@ func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context)
 	start := time.Now()
 	g, err := do(ctx)
 	b.m.upstreamDur.WithLabelValues(string(k.Kind)).Observe(time.Since(start).Seconds())
-	code := "ok"
-	var de *dingtalk.Error
-	if errors.As(err, &de) {
-		code = de.Code
-	} else if err != nil {
-		code = "error"
-	}
-	b.m.upstream.WithLabelValues(k.App, string(k.Kind), code).Inc()
+	b.m.upstream.WithLabelValues(k.App, string(k.Kind), codeLabel(err)).Inc()
 	return g, err
 }
 
@@ -478,10 +484,18 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		// (released on the way out) takes the refresh over instead of obeying a false back-off.
 		return &UnavailableError{RetryAfter: time.Second}
 	}
-	var de *dingtalk.Error
+	var (
+		de *dingtalk.Error
+		nc *noCallError
+	)
+	if errors.As(err, &nc) {
+		// The ticket's access token could not be had: no ticket call was made, and the token's entry
+		// recorded its own failure. The ticket's callers get the token's error.
+		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
+		return nc.err
+	}
 	if !errors.As(err, &de) {
-		// Not DingTalk's answer: our context ended, or the ticket's token could not be had (that
-		// entry recorded its own failure).
+		// Not DingTalk's answer.
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
 		return err
 	}
@@ -676,9 +690,9 @@ func jitter(d time.Duration) time.Duration {
 // waitChange waits until e's value changes past generation gen (another replica's write arriving by
 // pub/sub) or the back-off note differs from note, the value read before the lock was tried (the
 // fetcher failed), re-reading the store every pollEvery in case the message was lost, for at most a
-// lock's TTL. While it polls it also tries the lock: got is true when the holder released it without
-// writing anything and this replica now holds it.
-func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (got bool, err error) {
+// lock's TTL. While it polls it also tries the lock: it returns a lease when the holder released it
+// without writing anything and this replica now holds it.
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (*lease, error) {
 	deadline := time.NewTimer(b.lockTTL)
 	defer deadline.Stop()
 	poll := time.NewTicker(pollEvery)
@@ -686,30 +700,30 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 	for {
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return nil, ctx.Err()
 		case <-deadline.C:
-			return false, nil // the lock has lapsed by now: try to take it
+			return nil, nil // the lock has lapsed by now: try to take it
 		case <-e.changes():
-			return false, nil
+			return nil, nil
 		case <-poll.C:
 			rec, ok, err := b.storeGet(ctx, e.key)
 			if err != nil {
-				return false, nil // the loop falls back to refreshing alone
+				return nil, nil // the loop falls back to refreshing alone
 			}
 			if ok && rec.Generation != gen {
 				b.adopt(e, rec)
-				return false, nil
+				return nil, nil
 			}
 			if !ok && gen != 0 {
-				return false, nil
+				return nil, nil
 			}
 			// The fetcher failed: it wrote (or changed) the shared back-off note and released the
 			// lock without writing a record. The loop's gate then answers the callers at once.
 			if b.noteValue(ctx, backoffNote(e.key)) != note {
-				return false, nil
+				return nil, nil
 			}
-			if b.pollLock(ctx, e.key) {
-				return true, nil
+			if l := b.pollLock(ctx, e.key); l != nil {
+				return l, nil
 			}
 		}
 	}
@@ -717,18 +731,12 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 
 // pollLock tries e's lock while waiting for its holder, counting only a success (the failed tries
 // of a wait are not contention worth a metric each).
-func (b *Broker) pollLock(ctx context.Context, k token.Key) bool {
-	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
-	defer cancel()
-	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
-	if err != nil {
-		b.storeFailed(err)
-		return false
-	}
-	if got {
+func (b *Broker) pollLock(ctx context.Context, k token.Key) *lease {
+	l, _ := b.lock(ctx, k, b.lockTTLFor(ctx, k))
+	if l != nil {
 		b.m.locks.WithLabelValues("acquired").Inc()
 	}
-	return got
+	return l
 }
 
 // noteValue returns the store note called name, "" when there is none or the store fails.
@@ -771,44 +779,23 @@ func (b *Broker) storeGet(ctx context.Context, k token.Key) (token.Record, bool,
 	rec, ok, err := b.store.Get(ctx, k)
 	if err != nil {
 		b.storeFailed(err)
+	} else {
+		b.storeOK()
 	}
 	return rec, ok, err
 }
 
-func (b *Broker) tryLock(ctx context.Context, k token.Key) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
-	defer cancel()
-	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
+func (b *Broker) tryLock(ctx context.Context, k token.Key) (*lease, error) {
+	l, err := b.lock(ctx, k, b.lockTTLFor(ctx, k))
 	switch {
 	case err != nil:
-		b.storeFailed(err)
 		b.m.locks.WithLabelValues("error").Inc()
-	case got:
+	case l != nil:
 		b.m.locks.WithLabelValues("acquired").Inc()
 	default:
 		b.m.locks.WithLabelValues("contended").Inc()
 	}
-	return got, err
-}
-
-// unlock releases k's lock on a context of its own: a refresh cut short by shutdown still releases it.
-func (b *Broker) unlock(ctx context.Context, k token.Key) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.storeTimeout)
-	defer cancel()
-	if err := b.store.Unlock(ctx, k, b.owner); err != nil {
-		b.storeFailed(err)
-	}
-}
-
-// storeFailed notes that the store did not answer; the monitor brings it back.
-func (b *Broker) storeFailed(err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	if b.storeUp.CompareAndSwap(true, false) {
-		b.m.storeUp.Set(0)
-		b.log.Warn("store unavailable: serving from memory and refreshing alone", "err", err)
-	}
+	return l, err
 }
 
 // adopt serves rec if it is newer than e's value, and updates what depends on the served value.
