@@ -96,6 +96,8 @@ type StreamStats struct {
 	// Delivered counts event frames written (re-sends included); Acked the events acknowledged.
 	Delivered int `json:"delivered"`
 	Acked     int `json:"acked"`
+	// Refused counts answers to events with a code other than 200 (LATER): the event stays pending.
+	Refused int `json:"refused"`
 	// Pings counts ping frames sent; Pongs the answers that echoed their data.
 	Pings int `json:"pings"`
 	Pongs int `json:"pongs"`
@@ -302,7 +304,9 @@ func (s *Server) streamAnswer(clientID string, b []byte) {
 		return
 	}
 	if ack.Code != http.StatusOK {
-		return // LATER or an error: stays pending
+		st.Refused++ // LATER or an error: the event stays pending
+		s.notifyLocked()
+		return
 	}
 	msgs := g.pending[clientID]
 	for i, m := range msgs {

@@ -130,6 +130,7 @@ func TestStreamEvents(t *testing.T) {
 	}
 	// Not acknowledged (LATER): a new connection gets it again.
 	writeAck(t, c1, 500, id, `{"status":"LATER"}`)
+	e.waitStream(t, "s", func(st StreamStats) bool { return st.Refused == 1 && st.Pending == 1 })
 	c1.Close(websocket.StatusNormalClosure, "")
 	e.waitStream(t, "s", func(st StreamStats) bool { return st.Connections == 0 })
 	c2 := e.openStream(t, "s", "sec", eventSubs)

@@ -143,3 +143,18 @@ func Deliver(ctx context.Context, sink Sink, app string, ev Event, pushedAt time
 	}
 	return nil
 }
+
+// HandleStreamEvent delivers the data of a Stream EVENT frame (the same JSON as a push's plaintext)
+// for app to sink. bornAt (the frame's eventBornTime) is the push time of a ticket without a
+// TimeStamp. An event tokend cannot use returns nil: acknowledging it beats having the gateway send
+// it again forever. A Sink error is returned, so the frame is answered LATER and sent again.
+func HandleStreamEvent(ctx context.Context, sink Sink, app string, data []byte, bornAt time.Time) error {
+	ev, err := DecodeEvent(data)
+	if err != nil {
+		return nil
+	}
+	if err := Deliver(ctx, sink, app, ev, bornAt); err != nil && !errors.Is(err, ErrBadEvent) {
+		return err
+	}
+	return nil
+}
