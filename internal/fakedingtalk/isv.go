@@ -100,15 +100,14 @@ type ISVCounts struct {
 type isvKey struct{ suite, corp string }
 
 type suiteState struct {
-	secret       string
-	custom       bool
-	ticket       string    // newest minted suite ticket
-	prevTicket   string    // accepted until prevUntil
-	prevUntil    time.Time //
-	token        *ISVIssued
-	corps        map[string]*corpState
-	callback     *pushTarget
-	streamOpened int
+	secret     string
+	custom     bool
+	ticket     string    // newest minted suite ticket
+	prevTicket string    // accepted until prevUntil
+	prevUntil  time.Time //
+	token      *ISVIssued
+	corps      map[string]*corpState
+	callback   *pushTarget
 }
 
 type corpState struct {

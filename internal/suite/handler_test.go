@@ -32,10 +32,9 @@ type storeSink struct {
 	st  *store.Memory
 	err error // returned by every method when set
 
-	mu       sync.Mutex
-	calls    []string
-	tickets  int
-	relieved []string
+	mu      sync.Mutex
+	calls   []string
+	tickets int
 }
 
 func (s *storeSink) SuiteTicket(ctx context.Context, app, ticket string, at time.Time) error {
