@@ -376,3 +376,42 @@ func TestISVLogsHaveNoSecrets(t *testing.T) {
 		t.Fatal("log does not identify values by fingerprint")
 	}
 }
+
+// TestConcurrentCorpFetches: concurrent fetches of one corp each get a new token, and only the last
+// one issued still works: what a broker must never let happen.
+func TestConcurrentCorpFetches(t *testing.T) {
+	e := setup(t, Options{})
+	e.fake.AddSuite("s", "sec", false)
+	e.fake.AuthorizeCorp("s", "corpa")
+	tk := mint(t, e.fake, "s")
+	const n = 20
+	got := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = okToken(t, e.corpToken(t, "s", "sec", "corpa", tk))
+		}()
+	}
+	wg.Wait()
+	issued := e.fake.ISVIssued()
+	if len(issued) != n {
+		t.Fatalf("%d values issued for %d fetches", len(issued), n)
+	}
+	valid := 0
+	for _, v := range got {
+		if e.fake.ISVValid(token.AccessToken, v, e.clock.Now()) {
+			valid++
+		}
+	}
+	last := issued[n-1]
+	if valid != 1 || !e.fake.ISVValid(token.AccessToken, last.Value, e.clock.Now()) {
+		t.Fatalf("%d of %d tokens still work; want only the last issued", valid, n)
+	}
+	for _, i := range issued[:n-1] {
+		if i.EndReason != EndRotated {
+			t.Fatalf("an earlier token ended %q", i.EndReason)
+		}
+	}
+}

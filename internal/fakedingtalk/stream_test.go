@@ -193,3 +193,40 @@ func TestStreamCloseEndsConnections(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestStreamOneConnectionPerMessage: with two connections, every event goes to exactly one of them.
+func TestStreamOneConnectionPerMessage(t *testing.T) {
+	e := setup(t, Options{})
+	e.fake.AddSuite("s", "sec", false)
+	a := e.openStream(t, "s", "sec", eventSubs)
+	b := e.openStream(t, "s", "sec", eventSubs)
+	e.waitStream(t, "s", func(st StreamStats) bool { return st.Connections == 2 })
+	const n = 10
+	for range n {
+		if _, _, err := e.fake.PublishStream("s", ISVEvent{Type: EventCheckURL}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitStream(t, "s", func(st StreamStats) bool { return st.Delivered == n })
+	// Acknowledge from whichever connection got each.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for _, c := range []*websocket.Conn{a, b} {
+		go func() {
+			for {
+				_, raw, err := c.Read(ctx)
+				if err != nil {
+					return
+				}
+				var f frame
+				json.Unmarshal(raw, &f)
+				ack, _ := json.Marshal(map[string]any{"code": 200, "headers": map[string]string{"messageId": f.Headers["messageId"]}, "message": "OK", "data": ""})
+				c.Write(ctx, websocket.MessageText, ack)
+			}
+		}()
+	}
+	st := e.waitStream(t, "s", func(st StreamStats) bool { return st.Acked == n && st.Pending == 0 })
+	if st.Delivered != n {
+		t.Fatalf("%d deliveries for %d events", st.Delivered, n)
+	}
+}
