@@ -232,13 +232,13 @@ func (s *recSink) SuiteTicket(_ context.Context, _, ticket string, at time.Time)
 	s.tickets, s.at = append(s.tickets, ticket), append(s.at, at)
 	return nil
 }
-func (s *recSink) CorpAuthorized(_ context.Context, _, corp string) error {
+func (s *recSink) CorpAuthorized(_ context.Context, _, corp string, _ time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.corps = append(s.corps, "+"+corp)
 	return nil
 }
-func (s *recSink) CorpRelieved(_ context.Context, _, corp string) error {
+func (s *recSink) CorpRelieved(_ context.Context, _, corp string, _ time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.corps = append(s.corps, "-"+corp)

@@ -88,8 +88,8 @@ func (s *ticketSink) SuiteTicket(ctx context.Context, app, ticket string, at tim
 	_, _, err := s.st.PutSuiteTicket(ctx, app, store.SuiteTicket{Value: ticket, PushedAt: at})
 	return err
 }
-func (s *ticketSink) CorpAuthorized(context.Context, string, string) error { return nil }
-func (s *ticketSink) CorpRelieved(context.Context, string, string) error   { return nil }
+func (s *ticketSink) CorpAuthorized(context.Context, string, string, time.Time) error { return nil }
+func (s *ticketSink) CorpRelieved(context.Context, string, string, time.Time) error   { return nil }
 
 // handler adapts frames to the sink, as the wiring will.
 func handler(sink suite.Sink) func(ctx context.Context, f stream.Frame) error {

@@ -27,11 +27,11 @@ func (s *secretSink) SuiteTicket(_ context.Context, _, ticket string, at time.Ti
 	s.got = append(s.got, ticket)
 	return nil
 }
-func (s *secretSink) CorpAuthorized(_ context.Context, _, corp string) error {
+func (s *secretSink) CorpAuthorized(_ context.Context, _, corp string, _ time.Time) error {
 	s.got = append(s.got, corp)
 	return nil
 }
-func (s *secretSink) CorpRelieved(_ context.Context, _, corp string) error {
+func (s *secretSink) CorpRelieved(_ context.Context, _, corp string, _ time.Time) error {
 	s.got = append(s.got, corp)
 	return nil
 }

@@ -35,6 +35,7 @@ type storeSink struct {
 	mu      sync.Mutex
 	calls   []string
 	tickets int
+	corpAt  []int64 // push times of corp events, ms
 }
 
 func (s *storeSink) SuiteTicket(ctx context.Context, app, ticket string, at time.Time) error {
@@ -49,22 +50,24 @@ func (s *storeSink) SuiteTicket(ctx context.Context, app, ticket string, at time
 	return err
 }
 
-func (s *storeSink) CorpAuthorized(_ context.Context, app, corp string) error {
+func (s *storeSink) CorpAuthorized(_ context.Context, app, corp string, at time.Time) error {
 	if s.err != nil {
 		return s.err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.corpAt = append(s.corpAt, at.UnixMilli())
 	s.calls = append(s.calls, "authorized:"+app+":"+corp)
 	return nil
 }
 
-func (s *storeSink) CorpRelieved(_ context.Context, app, corp string) error {
+func (s *storeSink) CorpRelieved(_ context.Context, app, corp string, at time.Time) error {
 	if s.err != nil {
 		return s.err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.corpAt = append(s.corpAt, at.UnixMilli())
 	s.calls = append(s.calls, "relieved:"+app+":"+corp)
 	return nil
 }
@@ -234,6 +237,24 @@ func TestTicketWithoutTimeStampUsesSignedTimestamp(t *testing.T) {
 	}
 }
 
+// TestCorpEventPushTime: corp events carry their push time to the Sink (DingTalk repeats a relief
+// for days, so the Sink orders authorization and relief by it): the event's TimeStamp, else the
+// push's signed timestamp.
+func TestCorpEventPushTime(t *testing.T) {
+	f := newFixture(t)
+	for _, ev := range []map[string]any{
+		{"EventType": "tmp_auth_code", "AuthCorpId": "dingcorpa", "TimeStamp": "1763800000500"},
+		{"EventType": "suite_relieve", "AuthCorpId": "dingcorpa"},
+	} {
+		if status, body := f.push(t, "saas", ev, false); status != http.StatusOK {
+			t.Fatalf("%v: %d %s", ev, status, body)
+		}
+	}
+	if fmt.Sprint(f.sink.corpAt) != "[1763800000500 1763800000123]" {
+		t.Fatalf("push times %v", f.sink.corpAt)
+	}
+}
+
 func TestRejected(t *testing.T) {
 	f := newFixture(t)
 	other, err := callback.New(cbToken, cbKey, "suiteother")
@@ -347,6 +368,8 @@ func TestDecodeEvent(t *testing.T) {
 		{`{"EventType":"suite_ticket","SuiteTicket":"a","TimeStamp":"1e3"}`, true, suite.Event{}},
 		{`{"EventType":"suite_ticket","SuiteTicket":"a","TimeStamp":true}`, true, suite.Event{}},
 		{`{"EventType":"tmp_auth_code"}`, true, suite.Event{}},
+		{`{"EventType":"tmp_auth_code","AuthCorpId":"dingx","TimeStamp":"x"}`, true, suite.Event{}},
+		{`{"EventType":"tmp_auth_code","AuthCorpId":"dingx","AuthCode":"c","TimeStamp":7}`, false, suite.Event{Type: "tmp_auth_code", Corp: "dingx", PushedAt: time.UnixMilli(7).UTC()}},
 		{`{"EventType":"suite_relieve","AuthCorpId":"a/b"}`, true, suite.Event{}},
 		{`{"EventType":"suite_relieve","AuthCorpId":"dingx"}`, false, suite.Event{Type: "suite_relieve", Corp: "dingx"}},
 		{`{"SuiteTicket":"a"}`, true, suite.Event{}},

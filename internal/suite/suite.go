@@ -23,10 +23,12 @@ type Sink interface {
 	// SuiteTicket offers app's suite ticket pushed by DingTalk at pushedAt. The newest by push time
 	// must win; an older push never replaces a newer ticket.
 	SuiteTicket(ctx context.Context, app, ticket string, pushedAt time.Time) error
-	// CorpAuthorized says that corp authorized app (tmp_auth_code).
-	CorpAuthorized(ctx context.Context, app, corp string) error
-	// CorpRelieved says that corp withdrew its authorization of app (suite_relieve).
-	CorpRelieved(ctx context.Context, app, corp string) error
+	// CorpAuthorized says that corp authorized app (tmp_auth_code) at pushedAt.
+	CorpAuthorized(ctx context.Context, app, corp string, pushedAt time.Time) error
+	// CorpRelieved says that corp withdrew its authorization of app (suite_relieve) at pushedAt.
+	// DingTalk repeats a push for days, so a relief may arrive after a later re-authorization: the
+	// Sink keeps, per corp, the newest of the two by push time.
+	CorpRelieved(ctx context.Context, app, corp string, pushedAt time.Time) error
 }
 
 // The event types tokend acts on or answers.
@@ -82,16 +84,19 @@ func DecodeEvent(msg []byte) (Event, error) {
 	}
 	ev := Event{Type: raw.EventType}
 	switch raw.EventType {
+	case EventSuiteTicket, EventTmpAuthCode, EventSuiteRelieve:
+		ts, err := millis(raw.TimeStamp)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: %s: TimeStamp %v", ErrBadEvent, raw.EventType, err)
+		}
+		ev.PushedAt = ts
+	}
+	switch raw.EventType {
 	case EventSuiteTicket:
 		if raw.SuiteTicket == "" {
 			return Event{}, fmt.Errorf("%w: suite_ticket without SuiteTicket", ErrBadEvent)
 		}
 		ev.SuiteTicket = raw.SuiteTicket
-		ts, err := millis(raw.TimeStamp)
-		if err != nil {
-			return Event{}, fmt.Errorf("%w: suite_ticket: TimeStamp %v", ErrBadEvent, err)
-		}
-		ev.PushedAt = ts
 	case EventTmpAuthCode, EventSuiteRelieve:
 		if raw.AuthCorpID == "" || len(raw.AuthCorpID) > maxIDLen || strings.ContainsAny(raw.AuthCorpID, "/?#% \t\r\n") {
 			return Event{}, fmt.Errorf("%w: %s without a usable AuthCorpId", ErrBadEvent, raw.EventType)
@@ -122,24 +127,27 @@ func millis(raw json.RawMessage) (time.Time, error) {
 	return time.UnixMilli(ms).UTC(), nil
 }
 
-// Deliver hands ev to sink for app. pushedAt is used for a suite ticket whose event carried no
-// TimeStamp (the callback's signed timestamp, or the Stream frame's time); a suite ticket with
+// Deliver hands ev to sink for app. pushedAt is the push time of an event that carried no TimeStamp
+// (the callback's signed timestamp, or the Stream frame's eventBornTime); an event to act on with
 // neither is ErrBadEvent. Events that need no action return nil.
 func Deliver(ctx context.Context, sink Sink, app string, ev Event, pushedAt time.Time) error {
+	at := ev.PushedAt
+	if at.IsZero() {
+		at = pushedAt
+	}
+	switch ev.Type {
+	case EventSuiteTicket, EventTmpAuthCode, EventSuiteRelieve:
+		if at.IsZero() {
+			return fmt.Errorf("%w: %s without a push time", ErrBadEvent, ev.Type)
+		}
+	}
 	switch ev.Type {
 	case EventSuiteTicket:
-		at := ev.PushedAt
-		if at.IsZero() {
-			at = pushedAt
-		}
-		if at.IsZero() {
-			return fmt.Errorf("%w: suite_ticket without a push time", ErrBadEvent)
-		}
 		return sink.SuiteTicket(ctx, app, ev.SuiteTicket, at)
 	case EventTmpAuthCode:
-		return sink.CorpAuthorized(ctx, app, ev.Corp)
+		return sink.CorpAuthorized(ctx, app, ev.Corp, at)
 	case EventSuiteRelieve:
-		return sink.CorpRelieved(ctx, app, ev.Corp)
+		return sink.CorpRelieved(ctx, app, ev.Corp, at)
 	}
 	return nil
 }
