@@ -124,6 +124,7 @@ type Server struct {
 	byValue map[string]*Issued
 	ips     map[string]*ipState
 	changed chan struct{} // closed and replaced at every state change
+	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
 }
 
 // New returns a Server with no apps and no faults.

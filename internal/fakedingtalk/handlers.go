@@ -28,6 +28,8 @@ func (s *Server) routes() *http.ServeMux {
 	// Legacy API (oapi.dingtalk.com).
 	mux.HandleFunc("GET /gettoken", s.legacyGetToken)
 	mux.HandleFunc("GET /get_jsapi_ticket", s.legacyGetJSAPITicket)
+	// Third-party suites, Stream gateway and their control API (isv_routes.go).
+	s.isvRoutes(mux)
 	// Control API.
 	s.controlRoutes(mux)
 	// Anything else: the legacy host's answer for an unknown URI (HTTP 200, errcode 404).
@@ -72,6 +74,9 @@ func (s *Server) legacyGetToken(w http.ResponseWriter, r *http.Request) {
 // legacyGetJSAPITicket serves GET /get_jsapi_ticket?access_token=.
 func (s *Server) legacyGetJSAPITicket(w http.ResponseWriter, r *http.Request) {
 	value := r.URL.Query().Get("access_token")
+	if s.isvJSAPITicket(w, r, value) {
+		return
+	}
 	s.ticket(w, r, true, value)
 }
 
