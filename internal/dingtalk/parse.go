@@ -57,6 +57,11 @@ var classes = map[string]Class{
 	"-1":          ClassUnavailable,
 	"systembusy":  ClassUnavailable,
 	"system.busy": ClassUnavailable,
+	// Third-party apps: the corp has not authorized the suite; the suite ticket is not accepted.
+	"invalidauthcorpid":  ClassCorpNotAuthorized,
+	"40078":              ClassCorpNotAuthorized,
+	"invalidsuiteticket": ClassInvalidSuiteTicket,
+	"853005":             ClassInvalidSuiteTicket,
 	// The request was built wrongly.
 	"40035":                                 ClassBadRequest,
 	"41001":                                 ClassBadRequest,

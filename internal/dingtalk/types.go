@@ -79,6 +79,12 @@ const (
 	// ClassInvalidToken: the access token passed (ticket calls) is invalid (40014, 42001, 40001,
 	// InvalidAuthentication).
 	ClassInvalidToken
+	// ClassCorpNotAuthorized: the corp has not authorized the third-party app, or withdrew
+	// (InvalidAuthCorpId, legacy 40078). Not a credential problem of the app: other corps work.
+	ClassCorpNotAuthorized
+	// ClassInvalidSuiteTicket: DingTalk does not accept the suite ticket sent (InvalidSuiteTicket,
+	// legacy 853005). A newer pushed ticket cures it, not a timer.
+	ClassInvalidSuiteTicket
 )
 
 // Error is every failure of a DingTalk call. It never contains a secret or a token.
