@@ -3,7 +3,7 @@
 // The file format is the one in the contract (see config.example.yaml at the repository root). Parsing is
 // strict: an unknown key anywhere is an error, and every problem found is reported at once, each with the
 // path of the field it concerns and the value found there (for example
-// apps[0].type: "nosuch" is not one of dingtalk, dingtalk_corp). Secrets are resolved from files,
+// apps[0].type: "nosuch" is not one of dingtalk, dingtalk_corp, dingtalk_isv). Secrets are resolved from files,
 // environment variables or literal values while parsing and never appear in any error; neither do key
 // hashes, the password, query or fragment of a URL, nor a value that looks like a credential pasted on
 // the wrong line (its length is given instead).
@@ -72,6 +72,8 @@ type Config struct {
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
 	Debug   Debug // see debug.go
+	// CallbackListen is the host:port of the third-party apps' callback listener (isv.go); "" for none.
+	CallbackListen string
 }
 
 // Log configures the process logger.
@@ -146,6 +148,9 @@ type App struct {
 	SignatureHash signature.Hash
 	// CorpSecret is the resolved CorpSecret of a TypeDingTalkCorp app; "" otherwise. A secret.
 	CorpSecret string
+	// ISV is set for a TypeDingTalkISV app only (isv.go). JSAPITicket and SignatureHash then apply
+	// to each corp.
+	ISV *ISV
 }
 
 // Credential returns what DingTalk needs to issue the app's access token: appKey and appSecret on the
@@ -190,6 +195,9 @@ type Client struct {
 	RateLimit RateLimit
 	// Apps are the names of the apps the client may use; AllApps grants all of them.
 	Apps []string
+	// SuiteTickets names the third-party apps whose suite tickets the client may hand in; AllApps
+	// grants all of them (isv.go).
+	SuiteTickets []string
 }
 
 // Problem is one thing wrong with a configuration.

@@ -839,9 +839,9 @@ func TestMessagesNameTheValue(t *testing.T) {
 		want   string // the whole line of the problem
 	}{
 		{"app type", func(m map[string]any) { app(m, 1)["type"] = "nosuch" },
-			`apps[1].type: "nosuch" is not one of dingtalk, dingtalk_corp`},
+			`apps[1].type: "nosuch" is not one of dingtalk, dingtalk_corp, dingtalk_isv`},
 		{"app type missing", func(m map[string]any) { delete(app(m, 1), "type") },
-			`apps[1].type: is required: one of dingtalk, dingtalk_corp`},
+			`apps[1].type: is required: one of dingtalk, dingtalk_corp, dingtalk_isv`},
 		{"app name", func(m map[string]any) { app(m, 0)["name"] = "Not Valid!" },
 			`apps[0].name: "Not Valid!" must match [a-z0-9][a-z0-9_-]{0,63}`},
 		{"token_api", func(m map[string]any) { app(m, 0)["token_api"] = "v2" },
@@ -914,7 +914,7 @@ func TestMessagesNameTheValue(t *testing.T) {
 		{"credential as a duration", func(m map[string]any) { sub(m, "refresh")["margin"] = secretLiteral },
 			`refresh.margin: a value of 20 characters (not shown: it looks like a credential) is not a duration such as 30s, 10m or 1h30m`},
 		{"credential as a type", func(m map[string]any) { app(m, 1)["type"] = secretCorp },
-			`apps[1].type: a value of 21 characters (not shown: it looks like a credential) is not one of dingtalk, dingtalk_corp`},
+			`apps[1].type: a value of 21 characters (not shown: it looks like a credential) is not one of dingtalk, dingtalk_corp, dingtalk_isv`},
 		{"key hash", func(m map[string]any) { client(m, 0)["key_sha256"] = hashA[:63] },
 			`clients[0].key_sha256: must be 64 hexadecimal digits, the SHA-256 of the client key (run tokend keygen)`},
 		{"secret literal", func(m map[string]any) {

@@ -26,6 +26,8 @@ type rawConfig struct {
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
 	Debug     rawDebug    `yaml:"debug"`
+	// CallbackListen is the third-party apps' callback listener (isv.go).
+	CallbackListen string `yaml:"callback_listen"`
 }
 
 type rawTLS struct {
@@ -86,6 +88,14 @@ type rawApp struct {
 	CorpSecretFile   *string `yaml:"corp_secret_file"`
 	CorpSecretEnv    *string `yaml:"corp_secret_env"`
 	CorpSecret       *string `yaml:"corp_secret"`
+	// Third-party (ISV) and custom apps (isv.go).
+	SuiteKey        string       `yaml:"suite_key"`
+	SuiteSecretFile *string      `yaml:"suite_secret_file"`
+	SuiteSecretEnv  *string      `yaml:"suite_secret_env"`
+	SuiteSecret     *string      `yaml:"suite_secret"`
+	SuiteTicket     *string      `yaml:"suite_ticket"`
+	Callback        *rawCallback `yaml:"callback"`
+	Corps           []string     `yaml:"corps"`
 }
 
 type rawClient struct {
@@ -94,6 +104,8 @@ type rawClient struct {
 	CertNames []string  `yaml:"cert_names"`
 	Apps      []string  `yaml:"apps"`
 	RateLimit *rawLimit `yaml:"rate_limit"`
+	// SuiteTickets names the apps whose suite tickets the client may hand in (isv.go).
+	SuiteTickets []string `yaml:"suite_tickets"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded

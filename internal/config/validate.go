@@ -93,6 +93,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	}
 	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
 	cfg.Clients = c.clients(raw.Clients, names, cfg.TLS, cfg.RateLimit)
+	c.isvTop(raw, cfg) // callback_listen and the clients' suite_tickets (isv.go)
 	return cfg
 }
 
@@ -213,7 +214,9 @@ func (c *checker) clients(raw []rawClient, appNames map[string]int, t *TLS, defa
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
+		if len(rc.Apps) > 0 || len(rc.SuiteTickets) == 0 {
+			cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
+		}
 		clients = append(clients, cl)
 	}
 	return clients
@@ -411,6 +414,9 @@ func (c *checker) app(path string, ra rawApp) App {
 	if ra.AgentID != "" && !digitsRE.MatchString(ra.AgentID) {
 		c.addf(path+".agent_id", "%s must be digits (at most 20)", shown(ra.AgentID))
 	}
+	if app.Type != TypeDingTalkISV {
+		c.isvNotAllowed(path, ra)
+	}
 	corpIDMissing := false
 	clientSources := []secretSource{
 		{"client_secret_file", ra.ClientSecretFile},
@@ -448,12 +454,14 @@ func (c *checker) app(path string, ra rawApp) App {
 		}
 		app.TokenAPI = TokenAPILegacy
 		app.CorpSecret = c.secret(path, corpSources)
+	case TypeDingTalkISV:
+		app.ISV = c.isv(path, ra, clientSources, corpSources)
 	case "":
 		c.addf(path+".type", "is required: one of %s", appTypes())
 	default:
 		c.addf(path+".type", "%s is not one of %s", shown(ra.Type), appTypes())
 	}
-	if ra.JSAPITicket {
+	if ra.JSAPITicket && app.Type != TypeDingTalkISV {
 		if ra.CorpID == "" && !corpIDMissing {
 			c.add(path+".corp_id", "is required when jsapi_ticket is true")
 		}
@@ -618,7 +626,7 @@ func (c *checker) clientApps(path string, apps []string, known map[string]int) [
 
 // appTypes lists the app types the file accepts, for messages.
 func appTypes() string {
-	return strings.Join([]string{TypeDingTalk.String(), TypeDingTalkCorp.String()}, ", ")
+	return strings.Join([]string{TypeDingTalk.String(), TypeDingTalkCorp.String(), TypeDingTalkISV.String()}, ", ")
 }
 
 // shown returns a value of the file quoted for a problem message, so that the operator sees what is
