@@ -12,8 +12,8 @@ import (
 // msgVersion is the first field of every event message. A replica that meets another version on the
 // channel treats the message as undecodable (see Redis.Subscribe), so during a rolling upgrade old and
 // new replicas re-read the store instead of misreading each other's announcements. Version 1 lacked
-// the fetched-at field.
-const msgVersion = "2"
+// the fetched-at field, version 2 the corp.
+const msgVersion = "3"
 
 // errMalformed reports an event message or stored record that does not decode.
 var errMalformed = errors.New("malformed")
@@ -53,12 +53,13 @@ func appendField(b []byte, s string) []byte {
 
 // eventParts returns the message that announces a write of t under k, split around the generation,
 // which only the Put script knows: the message is head + field(generation) + tail. The fields, each a
-// netstring, are: version, generation, app, kind, expiry ms, first-seen ms, fetched-at ms, value.
+// netstring, are: version, generation, app, kind, corp, expiry ms, first-seen ms, fetched-at ms, value.
 func eventParts(k token.Key, t token.Token) (head, tail string) {
 	h := appendField(nil, msgVersion)
 	var b []byte
 	b = appendField(b, k.App)
 	b = appendField(b, string(k.Kind))
+	b = appendField(b, k.Corp)
 	b = appendField(b, strconv.FormatInt(toMillis(t.ExpiresAt), 10))
 	b = appendField(b, strconv.FormatInt(toMillis(t.FirstSeen), 10))
 	b = appendField(b, strconv.FormatInt(toMillis(t.FetchedAt), 10))
@@ -68,7 +69,7 @@ func eventParts(k token.Key, t token.Token) (head, tail string) {
 
 // decodeEvent parses a message built by the Put script.
 func decodeEvent(msg string) (token.Key, token.Record, error) {
-	var f [8]string
+	var f [9]string
 	rest := msg
 	for i := range f {
 		colon := strings.IndexByte(rest, ':')
@@ -86,16 +87,16 @@ func decodeEvent(msg string) (token.Key, token.Record, error) {
 		return token.Key{}, token.Record{}, errMalformed
 	}
 	gen, err1 := strconv.ParseInt(f[1], 10, 64)
-	exp, err2 := strconv.ParseInt(f[4], 10, 64)
-	first, err3 := strconv.ParseInt(f[5], 10, 64)
-	fetched, err4 := strconv.ParseInt(f[6], 10, 64)
+	exp, err2 := strconv.ParseInt(f[5], 10, 64)
+	first, err3 := strconv.ParseInt(f[6], 10, 64)
+	fetched, err4 := strconv.ParseInt(f[7], 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || gen <= 0 {
 		return token.Key{}, token.Record{}, errMalformed
 	}
-	k := token.Key{App: f[2], Kind: token.Kind(f[3])}
+	k := token.Key{App: f[2], Kind: token.Kind(f[3]), Corp: f[4]}
 	rec := token.Record{
 		Token: token.Token{
-			Value:     f[7],
+			Value:     f[8],
 			ExpiresAt: fromMillis(exp),
 			FirstSeen: fromMillis(first),
 			FetchedAt: fromMillis(fetched),

@@ -271,7 +271,12 @@ func (s *Redis) Close() error {
 	return s.c.Close()
 }
 
+// recordKey is "P:{app}:kind", or "P:{app}:corp:<corp>:kind" for a corp's credential: in the app's
+// Cluster slot either way (corp ids hold no ':', see dingtalk.ValidCorpID).
 func (s *Redis) recordKey(k token.Key) string {
+	if k.Corp != "" {
+		return s.prefix + ":{" + k.App + "}:corp:" + k.Corp + ":" + string(k.Kind)
+	}
 	return s.prefix + ":{" + k.App + "}:" + string(k.Kind)
 }
 

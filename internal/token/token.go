@@ -18,14 +18,22 @@ const (
 	JSAPITicket Kind = "jsapi_ticket"
 )
 
-// Key names one credential: an app's access token or its jsapi ticket.
+// Key names one credential: an app's access token or its jsapi ticket; for a third-party app, Corp
+// "" names the suite token and a corp id that corp's access token or jsapi ticket.
 type Key struct {
 	App  string
 	Kind Kind
+	// Corp is the authorized corp of a third-party app's credential, "" for every other credential.
+	Corp string
 }
 
-// String returns "app/kind", for logs.
-func (k Key) String() string { return k.App + "/" + string(k.Kind) }
+// String returns "app/kind", or "app/corp/kind" for a corp's credential, for logs and flight keys.
+func (k Key) String() string {
+	if k.Corp != "" {
+		return k.App + "/" + k.Corp + "/" + string(k.Kind)
+	}
+	return k.App + "/" + string(k.Kind)
+}
 
 // Token is one credential value as DingTalk issued it, with the times tokend reasons about.
 type Token struct {
