@@ -12,7 +12,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
@@ -49,6 +49,10 @@ type Options struct {
 	// MaxRPS is the budget of calls to DingTalk per second, shared by all replicas through the store
 	// (each replica also keeps to it alone, which matters while the store is down). Default 50.
 	MaxRPS float64
+	// EgressRPS is the budget of every other call to DingTalk per second (proxy.max_rps): proxied
+	// calls, user tokens, Stream tickets, robot sends, shared by all replicas through the store (see
+	// Egress). Default 300.
+	EgressRPS int
 	// Workers is how many refreshes may run at once in this replica. Default 8.
 	Workers int
 	// StoreTimeout bounds one store operation. Default 1s.
@@ -80,53 +84,6 @@ type RefreshEvent struct {
 	Invalidation bool
 }
 
-// Errors returned by Token, Invalidate and Ticket. Match them with errors.Is / errors.As.
-var (
-	// ErrUnknownApp: no app of that name is configured.
-	ErrUnknownApp = errors.New("unknown app")
-	// ErrTicketDisabled: the app exists but does not keep a jsapi ticket.
-	ErrTicketDisabled = errors.New("jsapi ticket not enabled")
-)
-
-// RejectedError means DingTalk refuses the app's credentials or this egress IP, and there is no valid
-// token to serve. Retrying soon will not help.
-type RejectedError struct {
-	Upstream *dingtalk.Error
-}
-
-func (e *RejectedError) Error() string { return "upstream rejected: " + e.Upstream.Error() }
-func (e *RejectedError) Unwrap() error { return e.Upstream }
-
-// UnavailableError means there is no valid token and DingTalk is failing (or the store said to wait).
-// RetryAfter is when trying again may succeed.
-type UnavailableError struct {
-	RetryAfter time.Duration
-	// Upstream is the last DingTalk failure, if any.
-	Upstream *dingtalk.Error
-}
-
-func (e *UnavailableError) Error() string {
-	if e.Upstream != nil {
-		return fmt.Sprintf("upstream unavailable (retry after %s): %v", e.RetryAfter, e.Upstream)
-	}
-	return fmt.Sprintf("upstream unavailable (retry after %s)", e.RetryAfter)
-}
-func (e *UnavailableError) Unwrap() error {
-	if e.Upstream == nil {
-		return nil
-	}
-	return e.Upstream
-}
-
-// CooldownError means the same token was reported invalid again too soon after it was checked.
-type CooldownError struct {
-	RetryAfter time.Duration
-}
-
-func (e *CooldownError) Error() string {
-	return fmt.Sprintf("invalidation cool-down (retry after %s)", e.RetryAfter)
-}
-
 // Broker keeps the credentials of a set of apps valid. Its methods are safe for concurrent use. Run
 // must be running for refreshes to happen in the background; Token and Invalidate work without it.
 type Broker struct {
@@ -146,11 +103,13 @@ type Broker struct {
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
 
-	flights singleflight.Group
-	sched   *scheduler
-	budget  *budget
-	workers int
-	maxRPS  float64
+	flights   singleflight.Group
+	sched     *scheduler
+	budget    *rate.Limiter // this replica's own pacing of token and ticket calls
+	egress    *rate.Limiter // the egress budget while the store is down
+	egressRPS int
+	workers   int
+	maxRPS    float64
 
 	// life bounds every refresh; it ends when Run returns. Once stopped is set (under lifeMu), no new
 	// refresh starts, so Run can wait for inflight to drain.
@@ -183,6 +142,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	if opts.MaxRPS <= 0 {
 		opts.MaxRPS = 50
+	}
+	if opts.EgressRPS <= 0 {
+		opts.EgressRPS = 300
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 8
@@ -218,10 +180,12 @@ func New(opts Options) (*Broker, error) {
 		storeTimeout: opts.StoreTimeout,
 		workers:      opts.Workers,
 		maxRPS:       opts.MaxRPS,
+		egressRPS:    opts.EgressRPS,
 		life:         life,
 		stop:         stop,
 	}
-	b.budget = newBudget(opts.MaxRPS)
+	b.budget = newBucket(opts.MaxRPS)
+	b.egress = newBucket(float64(opts.EgressRPS))
 	b.sched = newScheduler(opts.Now)
 	b.storeUp.Store(true)
 	m.storeUp.Set(1)

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -29,14 +28,14 @@ type entry struct {
 	mu           sync.Mutex
 	app          App
 	state        State
-	lastErr      *dingtalk.Error // last upstream failure, nil after a success
-	nextTry      time.Time       // no upstream call before this (back-off or slow retry)
-	attempts     int             // consecutive retryable failures
-	dirty        bool            // cur was fetched while the store was down and must be written back
-	checked      string          // fingerprint of the value last checked after a report, unchanged
-	checkedUntil time.Time       // reports of that value before this get 429
-	noted        bool            // a back-off note for this key may exist in the store
-	changed      chan struct{}   // closed and replaced whenever cur changes
+	lastErr      *fault        // last upstream failure, nil after a success
+	nextTry      time.Time     // no upstream call before this (back-off or slow retry)
+	attempts     int           // consecutive retryable failures
+	dirty        bool          // cur was fetched while the store was down and must be written back
+	checked      string        // fingerprint of the value last checked after a report, unchanged
+	checkedUntil time.Time     // reports of that value before this get 429
+	noted        bool          // a back-off note for this key may exist in the store
+	changed      chan struct{} // closed and replaced whenever cur changes
 
 	// Owned by the scheduler, guarded by its mutex.
 	heapIndex int       // position in the scheduler's heap, -1 when not queued
@@ -156,10 +155,7 @@ func (e *entry) blocked(now time.Time) error {
 	if e.lastErr == nil || !now.Before(e.nextTry) {
 		return nil
 	}
-	if !e.lastErr.Retryable() {
-		return &RejectedError{Upstream: e.lastErr}
-	}
-	return &UnavailableError{RetryAfter: e.nextTry.Sub(now), Upstream: e.lastErr}
+	return e.lastErr.err(e.nextTry.Sub(now))
 }
 
 // Status is one credential's state as /readyz shows it.

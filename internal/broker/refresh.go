@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"time"
 
@@ -348,7 +347,7 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 		if !t.ExpiresAt.After(b.now()) {
 			// DingTalk handed back a ticket first seen 24 h ago: dead by the documented rule, whatever
 			// expireIn says. Serving it would fail the front-ends; retrying soon gets a new one.
-			err := &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "stale_ticket", Class: dingtalk.ClassUnavailable,
+			err := &fault{Family: dingtalk.FamilyTransport, Code: "stale_ticket", Class: dingtalk.ClassUnavailable,
 				Message: "ticket older than 24 h returned"}
 			b.m.upstream.WithLabelValues(e.key.App, string(e.key.Kind), err.Code).Inc()
 			return token.Token{}, err
@@ -484,17 +483,15 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		// (released on the way out) takes the refresh over instead of obeying a false back-off.
 		return &UnavailableError{RetryAfter: time.Second}
 	}
-	var (
-		de *dingtalk.Error
-		nc *noCallError
-	)
+	var nc *noCallError
 	if errors.As(err, &nc) {
 		// The ticket's access token could not be had: no ticket call was made, and the token's entry
 		// recorded its own failure. The ticket's callers get the token's error.
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
 		return nc.err
 	}
-	if !errors.As(err, &de) {
+	de := faultOf(err)
+	if de == nil {
 		// Not DingTalk's answer.
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
 		return err
@@ -509,11 +506,9 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 	}
 	switch {
 	case de.Class == dingtalk.ClassBanned:
-		until := now.Add(banPause)
-		b.banUntil.Store(until.UnixMilli())
-		e.nextTry = until.Add(jitter(10 * time.Second))
+		e.nextTry = now.Add(banPause).Add(jitter(10 * time.Second))
 		e.attempts = 0
-	case !de.Retryable():
+	case !de.retryable():
 		e.nextTry = now.Add(b.failRetry)
 		e.attempts = 0
 	default:
@@ -529,12 +524,12 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 	b.setState(e)
 	b.onRefresh(RefreshEvent{Key: e.key, Result: "failure", UpstreamCode: de.Code})
 	level := slog.LevelWarn
-	if !de.Retryable() || de.Class == dingtalk.ClassBanned {
+	if !de.retryable() || de.Class == dingtalk.ClassBanned {
 		level = slog.LevelError
 	}
 	b.log.Log(ctx, level, "refresh failed",
 		"app", e.key.App, "kind", e.key.Kind, "upstream_code", de.Code, "family", de.Family,
-		"retryable", de.Retryable(), "retry_in", wait.Round(time.Millisecond).String(), "detail", de.Message)
+		"retryable", de.retryable(), "retry_in", wait.Round(time.Millisecond).String(), "detail", de.Message)
 
 	if b.storeUp.Load() {
 		raw, _ := json.Marshal(f)
@@ -543,21 +538,11 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+backoffKeep); err != nil {
 			b.storeFailed(err)
 		}
-		if de.Class == dingtalk.ClassBanned {
-			// The ban's end is the note's expiry, by the store's clock.
-			if err := b.store.SetNote(sctx, banNote, de.Code, banPause); err != nil {
-				b.storeFailed(err)
-			}
-		}
 	}
-	return b.failureError(de, wait)
-}
-
-func (b *Broker) failureError(de *dingtalk.Error, wait time.Duration) error {
-	if !de.Retryable() {
-		return &RejectedError{Upstream: de}
+	if de.Class == dingtalk.ClassBanned {
+		b.noteBan(ctx, now)
 	}
-	return &UnavailableError{RetryAfter: wait, Upstream: de}
+	return de.err(wait)
 }
 
 // succeeded clears e's failure state, here and in the store, and starts an invalidation's cool-down.
@@ -618,7 +603,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 		return v, nil
 	}
 	next := now.Add(ttl - time.Duration(f.KeepMs)*time.Millisecond)
-	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
+	de := &fault{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
 	e.mu.Lock()
 	// Learn the shared schedule, so this replica's clients and scheduler obey it too.
 	if f.Attempts > e.attempts {
@@ -632,7 +617,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 		return v, nil
 	}
 	b.setState(e)
-	return v, b.failureError(de, next.Sub(now))
+	return v, de.err(next.Sub(now))
 }
 
 // gateLocal is gate without the store: this replica's own view of a ban and of e's back-off.
@@ -648,17 +633,13 @@ func (b *Broker) gateLocal(e *entry) error {
 // once) and returns the error its callers get meanwhile.
 func (b *Broker) waitBan(e *entry, until, now time.Time) error {
 	e.mu.Lock()
-	e.lastErr, e.state = banError(), StateFailing
+	e.lastErr, e.state = banFault(), StateFailing
 	if e.nextTry.Before(until) {
 		e.nextTry = until.Add(jitter(10 * time.Second))
 	}
 	e.mu.Unlock()
 	b.setState(e)
-	return &UnavailableError{RetryAfter: until.Sub(now), Upstream: banError()}
-}
-
-func banError() *dingtalk.Error {
-	return &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "ip_ban", Class: dingtalk.ClassBanned, Message: "egress IP blocked by DingTalk"}
+	return banFault().err(until.Sub(now))
 }
 
 // backoff is the wait before retry number attempts after a retryable failure: exponential from 1 s,
@@ -826,45 +807,4 @@ func (b *Broker) clearFailure(e *entry) {
 	if changed {
 		b.setState(e)
 	}
-}
-
-// budgetNote names the upstream call budget all replicas share in the store.
-const budgetNote = "upstream"
-
-// spend takes one DingTalk call from the budgets: this replica's token bucket, then the one all
-// replicas share.
-func (b *Broker) spend(ctx context.Context) error {
-	if err := b.budget.wait(ctx); err != nil {
-		return err
-	}
-	return b.spendShared(ctx)
-}
-
-// spendShared takes one call from the budget shared by every replica (max_rps per second in all),
-// waiting while it is spent. Without the store, the local budget alone paces this replica.
-func (b *Broker) spendShared(ctx context.Context) error {
-	limit := max(1, int(math.Ceil(b.maxRPS)))
-	for b.storeUp.Load() {
-		sctx, cancel := b.storeCtx(ctx)
-		wait, err := b.store.Spend(sctx, budgetNote, limit, time.Second)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.storeFailed(err)
-			return nil
-		}
-		if wait <= 0 {
-			return nil
-		}
-		t := time.NewTimer(wait + jitter(wait/4+time.Millisecond))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }

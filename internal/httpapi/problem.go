@@ -41,6 +41,7 @@ func problemFor(err error) problem {
 		rejected    *broker.RejectedError
 		unavailable *broker.UnavailableError
 		cooldown    *broker.CooldownError
+		limited     *broker.RateLimitedError
 		bad         *badRequestError
 	)
 	switch {
@@ -54,18 +55,17 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"}
 	case errors.As(err, &rejected):
 		return problem{status: http.StatusBadGateway, code: codeUpstreamRejected,
-			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejected.Upstream.Code}
+			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejected.Code}
 	case errors.As(err, &unavailable):
-		p := problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
-			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter}
-		if unavailable.Upstream != nil {
-			p.upstreamCode = unavailable.Upstream.Code
-		}
-		return p
+		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
+			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter, upstreamCode: unavailable.Code}
 	case errors.As(err, &cooldown):
 		return problem{status: http.StatusTooManyRequests, code: codeRateLimited,
 			detail:     "this token was checked moments ago; the problem is likely elsewhere (permissions, wrong app, missing header)",
 			retryAfter: cooldown.RetryAfter}
+	case errors.As(err, &limited):
+		return problem{status: http.StatusTooManyRequests, code: codeRateLimited,
+			detail: "the shared budget of calls to DingTalk is spent for now", retryAfter: limited.RetryAfter}
 	default:
 		// Context ends and anything unforeseen: the caller may retry; the detail stays generic.
 		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
