@@ -87,18 +87,17 @@ type RefreshEvent struct {
 // Broker keeps the credentials of a set of apps valid. Its methods are safe for concurrent use. Run
 // must be running for refreshes to happen in the background; Token and Invalidate work without it.
 type Broker struct {
-	store     Store
+	sh        *shared // the store and what the replicas share through it
 	upstream  Upstream
 	now       func() time.Time
 	log       *slog.Logger
 	m         *metrics
 	onRefresh func(RefreshEvent)
 
-	margin       time.Duration
-	upTimeout    time.Duration
-	lockTTL      time.Duration
-	failRetry    time.Duration
-	storeTimeout time.Duration
+	margin    time.Duration
+	upTimeout time.Duration
+	lockTTL   time.Duration
+	failRetry time.Duration
 
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
@@ -119,11 +118,9 @@ type Broker struct {
 	stopped  bool
 	inflight sync.WaitGroup
 
-	storeUp   atomic.Bool
-	storeSlow atomic.Int32 // store operations timed out in a row
-	warm      atomic.Bool
-	draining  atomic.Bool
-	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
+	warm     atomic.Bool
+	draining atomic.Bool
+	banUntil atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
 }
 
 // New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
@@ -167,28 +164,25 @@ func New(opts Options) (*Broker, error) {
 	}
 	life, stop := context.WithCancel(context.Background())
 	b := &Broker{
-		store:        opts.Store,
-		upstream:     opts.Upstream,
-		now:          opts.Now,
-		log:          opts.Logger,
-		m:            m,
-		onRefresh:    opts.OnRefresh,
-		margin:       opts.Margin,
-		upTimeout:    opts.UpstreamTimeout,
-		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
-		failRetry:    opts.FailureRetry,
-		storeTimeout: opts.StoreTimeout,
-		workers:      opts.Workers,
-		maxRPS:       opts.MaxRPS,
-		egressRPS:    opts.EgressRPS,
-		life:         life,
-		stop:         stop,
+		upstream:  opts.Upstream,
+		now:       opts.Now,
+		log:       opts.Logger,
+		m:         m,
+		onRefresh: opts.OnRefresh,
+		margin:    opts.Margin,
+		upTimeout: opts.UpstreamTimeout,
+		lockTTL:   opts.UpstreamTimeout + 5*time.Second,
+		failRetry: opts.FailureRetry,
+		workers:   opts.Workers,
+		maxRPS:    opts.MaxRPS,
+		egressRPS: opts.EgressRPS,
+		life:      life,
+		stop:      stop,
 	}
 	b.budget = newBucket(opts.MaxRPS)
 	b.egress = newBucket(float64(opts.EgressRPS))
 	b.sched = newScheduler(opts.Now)
-	b.storeUp.Store(true)
-	m.storeUp.Set(1)
+	b.sh = newShared(opts.Store, opts.StoreTimeout, opts.Logger, m)
 	b.setApps(opts.Apps, nil)
 	return b, nil
 }
@@ -249,10 +243,10 @@ func (b *Broker) Token(ctx context.Context, k token.Key) (token.Token, error) {
 	return b.await(ctx, e, nil)
 }
 
-// Refresh does what the scheduler does when k comes due: it refreshes k if its value is missing,
+// refreshDue does what the scheduler does when k comes due: it refreshes k if its value is missing,
 // expired or inside the refresh window (sharing the flight with any concurrent need), and returns the
-// value served afterwards. Errors are those of Token.
-func (b *Broker) Refresh(ctx context.Context, k token.Key) (token.Token, error) {
+// value served afterwards. Errors are those of Token. Tests call it (export_test.go).
+func (b *Broker) refreshDue(ctx context.Context, k token.Key) (token.Token, error) {
 	e, err := b.entry(k)
 	if err != nil {
 		return token.Token{}, err
@@ -331,4 +325,4 @@ func (b *Broker) Ready() bool { return b.warm.Load() && !b.draining.Load() }
 func (b *Broker) Drain() { b.draining.Store(true) }
 
 // StoreUp reports whether the store answered the last time it was asked.
-func (b *Broker) StoreUp() bool { return b.storeUp.Load() }
+func (b *Broker) StoreUp() bool { return b.sh.isUp() }

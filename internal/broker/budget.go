@@ -38,18 +38,11 @@ func (b *Broker) spend(ctx context.Context) error {
 // waiting while it is spent. Without the store, the local budget alone paces this replica.
 func (b *Broker) spendShared(ctx context.Context) error {
 	limit := max(1, int(math.Ceil(b.maxRPS)))
-	for b.storeUp.Load() {
-		sctx, cancel := b.storeCtx(ctx)
-		wait, err := b.store.Spend(sctx, budgetNote, limit, time.Second)
-		cancel()
+	for b.sh.isUp() {
+		wait, err := b.sh.spend(ctx, budgetNote, limit)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.storeFailed(err)
-			return nil
+			return ctx.Err() // nil unless ctx ended: the local budget alone paces this replica
 		}
-		b.storeOK()
 		if wait <= 0 {
 			return nil
 		}
@@ -77,7 +70,7 @@ func (b *Broker) Egress(ctx context.Context) error {
 	if until := time.UnixMilli(b.banUntil.Load()); now.Before(until) {
 		return banFault().err(until.Sub(now))
 	}
-	if b.storeUp.Load() {
+	if b.sh.isUp() {
 		wait, banned, err := b.egressShared(ctx, now)
 		switch {
 		case err == nil && banned > 0:
@@ -89,7 +82,6 @@ func (b *Broker) Egress(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		b.storeFailed(err)
 	}
 	r := b.egress.Reserve()
 	if d := r.Delay(); d > 0 {
@@ -102,22 +94,16 @@ func (b *Broker) Egress(ctx context.Context) error {
 // egressShared reads the shared ban and takes one unit of the shared egress budget: banned is what
 // is left of a ban, wait how long until the budget has room.
 func (b *Broker) egressShared(ctx context.Context, now time.Time) (wait, banned time.Duration, err error) {
-	sctx, cancel := b.storeCtx(ctx)
-	defer cancel()
-	_, left, ok, err := b.store.GetNote(sctx, banNote)
+	left, err := b.sh.ban(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	if ok && left > 0 {
+	if left > 0 {
 		b.banUntil.Store(now.Add(left).UnixMilli())
 		return 0, left, nil
 	}
-	wait, err = b.store.Spend(sctx, egressBudget, b.egressRPS, time.Second)
-	if err != nil {
-		return 0, 0, err
-	}
-	b.storeOK()
-	return wait, 0, nil
+	wait, err = b.sh.spend(ctx, egressBudget, b.egressRPS)
+	return wait, 0, err
 }
 
 // ReportBan starts the shared IP-ban pause (five minutes, on every replica: they share the egress
@@ -133,13 +119,7 @@ func (b *Broker) ReportBan(ctx context.Context) {
 // noteBan records a ban starting at now, here and in the store.
 func (b *Broker) noteBan(ctx context.Context, now time.Time) {
 	b.banUntil.Store(now.Add(banPause).UnixMilli())
-	if !b.storeUp.Load() {
-		return
-	}
-	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	// The ban's end is the note's expiry, by the store's clock.
-	if err := b.store.SetNote(sctx, banNote, banFault().Code, banPause); err != nil {
-		b.storeFailed(err)
+	if b.sh.isUp() {
+		b.sh.setBan(ctx, banPause)
 	}
 }
