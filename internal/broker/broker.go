@@ -30,8 +30,11 @@ type App struct {
 	Name string
 	// Cred is what DingTalk needs to issue the app's access token. Cred.API also selects the ticket API.
 	Cred dingtalk.App
-	// JSAPITicket says whether the app keeps a jsapi ticket too.
+	// JSAPITicket says whether the app keeps a jsapi ticket too (for a third-party app: per corp).
 	JSAPITicket bool
+	// ISV is set for a third-party (or custom) app, whose access token is the suite token and which
+	// keeps a token per authorized corp (isv.go). Cred is unused then.
+	ISV *ISVApp
 }
 
 // Options configures a Broker. Store, Upstream and Apps are required; zero durations take the defaults
@@ -63,6 +66,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the broker's metrics. Default: none registered.
 	Registerer prometheus.Registerer
+	// Suites fetches third-party apps' suite and corp tokens; required when an app has ISV set.
+	// *dingtalk.Client implements it.
+	Suites SuiteUpstream
+	// Tickets keeps third-party apps' suite tickets; required when an app takes pushed tickets.
+	// store.Memory and store.Redis implement it.
+	Tickets TicketStore
 	// OnRefresh, if set, learns the outcome of every call this replica made to DingTalk for a
 	// credential (for the audit log). It must not block.
 	OnRefresh func(RefreshEvent)
@@ -101,6 +110,7 @@ type Broker struct {
 
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
+	isv     *isvState // third-party apps' corps and suite tickets (isv.go)
 
 	flights   singleflight.Group
 	sched     *scheduler
@@ -183,6 +193,7 @@ func New(opts Options) (*Broker, error) {
 	b.egress = newBucket(float64(opts.EgressRPS))
 	b.sched = newScheduler(opts.Now)
 	b.sh = newShared(opts.Store, opts.StoreTimeout, opts.Logger, m)
+	b.isv = newISVState(opts.Suites, opts.Tickets)
 	b.setApps(opts.Apps, nil)
 	return b, nil
 }
@@ -194,7 +205,7 @@ func (b *Broker) setApps(apps []App, old map[token.Key]*entry) []*entry {
 	var added []*entry
 	for _, a := range apps {
 		keys := []token.Key{{App: a.Name, Kind: token.AccessToken}}
-		if a.JSAPITicket {
+		if a.JSAPITicket && a.ISV == nil {
 			keys = append(keys, token.Key{App: a.Name, Kind: token.JSAPITicket})
 		}
 		for _, k := range keys {
@@ -211,13 +222,16 @@ func (b *Broker) setApps(apps []App, old map[token.Key]*entry) []*entry {
 	appsCopy := append([]App(nil), apps...)
 	b.apps.Store(&appsCopy)
 	b.entries.Store(&next)
-	return added
+	return append(added, b.setCorps(apps)...)
 }
 
 // Apps returns the configured apps in configuration order.
 func (b *Broker) Apps() []App { return *b.apps.Load() }
 
 func (b *Broker) entry(k token.Key) (*entry, error) {
+	if k.Corp != "" {
+		return b.corpEntry(k)
+	}
 	if e, ok := (*b.entries.Load())[k]; ok {
 		return e, nil
 	}
@@ -263,6 +277,7 @@ func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.
 		if err := e.blocked(b.now()); err != nil {
 			return token.Token{}, err
 		}
+		e.demanded.Store(true) // a caller waits: a corp token may be fetched alone while the store is down
 		var res singleflight.Result
 		select {
 		case res = <-b.flight(e, inv):

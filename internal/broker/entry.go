@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -24,6 +25,11 @@ type entry struct {
 
 	// cur is the value served; read without locks on the hot path.
 	cur atomic.Pointer[token.Record]
+	// demanded says a caller waited for a refresh since the last one (isv.go: corp tokens are fetched
+	// alone, while the store is down, only for a caller).
+	demanded atomic.Bool
+	// aloneAt is when this replica last fetched a corp token alone, in Unix ms (isv.go).
+	aloneAt atomic.Int64
 
 	mu           sync.Mutex
 	app          App
@@ -257,6 +263,17 @@ func (e *entry) holdForBan(until time.Time) {
 	if e.nextTry.Before(until) {
 		e.nextTry = until.Add(jitter(banJitter))
 	}
+}
+
+// failure returns the class of the failure the entry is waiting out; ok is false when it is not
+// failing.
+func (e *entry) failure() (class dingtalk.Class, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lastErr == nil {
+		return 0, false
+	}
+	return e.lastErr.Class, true
 }
 
 // retryAt reports whether the entry is failing and when it may be tried again.

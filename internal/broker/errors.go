@@ -46,6 +46,31 @@ func (e *UnavailableError) Error() string {
 }
 func (e *UnavailableError) Unwrap() error { return e.cause }
 
+// ErrCorpNotFound is matched (errors.Is) by every *CorpNotFoundError.
+var ErrCorpNotFound = errors.New("corp not found")
+
+// CorpNotFoundError means the corp has not authorized the third-party app, or withdrew its
+// authorization (or its id cannot be one): DingTalk's refusal is remembered for upstream.failure_retry
+// on every replica, without a DingTalk call per request.
+type CorpNotFoundError struct {
+	// Code is DingTalk's code ("InvalidAuthCorpId"), or "suite_relieve" after a relief, "" for an id
+	// that cannot be a corp's.
+	Code string
+}
+
+func (e *CorpNotFoundError) Error() string { return "corp not authorized: " + e.Code }
+func (e *CorpNotFoundError) Is(target error) bool { return target == ErrCorpNotFound }
+
+// SuiteTicketError means a third-party app has no suite ticket DingTalk accepts: none was pushed yet
+// (Code "suite_ticket_missing"), or DingTalk refused the newest (Code "InvalidSuiteTicket"). A newer
+// push cures it.
+type SuiteTicketError struct {
+	RetryAfter time.Duration
+	Code       string
+}
+
+func (e *SuiteTicketError) Error() string { return "no usable suite ticket: " + e.Code }
+
 // CooldownError means the same token was reported invalid again too soon after it was checked.
 type CooldownError struct {
 	RetryAfter time.Duration
@@ -91,6 +116,12 @@ func (f *fault) retryable() bool {
 
 // err is the error callers get while the fault holds, for wait more.
 func (f *fault) err(wait time.Duration) error {
+	switch f.Class {
+	case dingtalk.ClassCorpNotAuthorized:
+		return &CorpNotFoundError{Code: f.Code}
+	case dingtalk.ClassInvalidSuiteTicket:
+		return &SuiteTicketError{RetryAfter: wait, Code: f.Code}
+	}
 	if !f.retryable() {
 		return &RejectedError{Code: f.Code, cause: f.cause}
 	}

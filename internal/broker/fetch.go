@@ -20,11 +20,15 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 	)
 	switch e.key.Kind {
 	case token.AccessToken:
+		if app.ISV != nil {
+			g, err = b.fetchISV(ctx, e.key, app)
+			break
+		}
 		g, err = b.call(ctx, e.key, func(ctx context.Context) (dingtalk.Grant, error) {
 			return b.upstream.AccessToken(ctx, app.Cred)
 		})
 	case token.JSAPITicket:
-		g, err = b.fetchTicket(ctx, app)
+		g, err = b.fetchTicket(ctx, e.key, app)
 	}
 	if err != nil {
 		return token.Token{}, err
@@ -54,13 +58,12 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 
 // fetchTicket gets a ticket with the app's current access token. If DingTalk says that token is
 // invalid, the token is replaced (as if a client had reported it) and the ticket call tried once more.
-func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, error) {
+func (b *Broker) fetchTicket(ctx context.Context, k token.Key, app App) (dingtalk.Grant, error) {
 	api := app.Cred.API
-	if app.Cred.Type == dingtalk.Corp {
-		api = dingtalk.Legacy
+	if app.Cred.Type == dingtalk.Corp || app.ISV != nil {
+		api = dingtalk.Legacy // a corp's ticket of a third-party app: legacy API with the corp token
 	}
-	k := token.Key{App: app.Name, Kind: token.JSAPITicket}
-	tokenKey := token.Key{App: app.Name, Kind: token.AccessToken}
+	tokenKey := token.Key{App: k.App, Kind: token.AccessToken, Corp: k.Corp}
 	for attempt := 0; ; attempt++ {
 		at, err := b.Token(ctx, tokenKey)
 		if err != nil {

@@ -14,7 +14,14 @@ import (
 // new value reported moments after it was issued is checked: the cool-down is per value, not per app). Other errors are
 // those of Token.
 func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token, error) {
-	e, err := b.entry(token.Key{App: app, Kind: token.AccessToken})
+	return b.InvalidateKey(ctx, token.Key{App: app, Kind: token.AccessToken}, value)
+}
+
+// InvalidateKey is Invalidate for the access token k names: an app's, or a third-party app's corp's
+// (k.Corp set). k.Kind must be token.AccessToken.
+func (b *Broker) InvalidateKey(ctx context.Context, k token.Key, value string) (token.Token, error) {
+	app := k.App
+	e, err := b.entry(k)
 	if err != nil {
 		return token.Token{}, err
 	}

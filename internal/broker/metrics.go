@@ -73,6 +73,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // setState publishes e's state as the tokend_app_state gauge: one series per credential, labelled
 // with the current state (the others are deleted, which keeps /metrics small with many apps).
 func (b *Broker) setState(e *entry) {
+	if e.key.Corp != "" {
+		return // corps are never a label: /readyz counts them by state
+	}
 	s := e.currentState()
 	for _, st := range []State{StateOK, StateRefreshing, StateFailing} {
 		if st != s {

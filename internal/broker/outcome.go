@@ -39,7 +39,7 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		level = slog.LevelError
 	}
 	b.log.Log(ctx, level, "refresh failed",
-		"app", e.key.App, "kind", e.key.Kind, "upstream_code", f.Code, "family", f.Family,
+		"app", e.key.App, "kind", e.key.Kind, "corp", e.key.Corp, "upstream_code", f.Code, "family", f.Family,
 		"retryable", f.retryable(), "retry_in", wait.Round(time.Millisecond).String(), "detail", f.Message)
 	if b.sh.isUp() {
 		b.sh.setBackoff(ctx, e.key, note, wait)
@@ -56,7 +56,7 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation, t, 
 	hadFailure, noted := e.succeed()
 	b.setState(e)
 	if hadFailure {
-		b.log.Info("refresh recovered", "app", e.key.App, "kind", e.key.Kind)
+		b.log.Info("refresh recovered", "app", e.key.App, "kind", e.key.Kind, "corp", e.key.Corp)
 	}
 	if (noted || hadFailure) && b.sh.isUp() {
 		b.sh.clearBackoff(ctx, e.key)
@@ -146,6 +146,12 @@ func (b *Broker) adopted(e *entry) {
 	cur := e.cur.Load()
 	if cur == nil {
 		return
+	}
+	if e.key.Corp != "" {
+		if cur.Valid(b.now()) {
+			b.clearFailure(e)
+		}
+		return // corps are never a label
 	}
 	b.m.expiry.WithLabelValues(e.key.App, string(e.key.Kind)).Set(float64(cur.ExpiresAt.UnixMilli()) / 1000)
 	if cur.Valid(b.now()) {

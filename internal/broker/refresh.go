@@ -34,14 +34,26 @@ type invalidation struct {
 // fetches, writes fenced and announces (fetchLocked); a replica that finds the lock taken waits for
 // the holder's write and serves it, or takes the lock over if the holder lets go without writing.
 func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	demanded := e.demanded.Swap(false)
+	if rotates(e.key) {
+		// A corp token rotates on every fetch: never without the lock, so never alone but in an outage
+		// (and then only for a waiting caller, see refreshCorpAlone).
+		return b.refreshLocked(ctx, e, inv, func() (token.Record, error) { return b.refreshCorpAlone(ctx, e, inv, demanded) })
+	}
+	return b.refreshLocked(ctx, e, inv, func() (token.Record, error) { return b.refreshAlone(ctx, e, inv) })
+}
+
+// refreshLocked is refresh's protocol through the store; alone is what it does when the store
+// cannot be used.
+func (b *Broker) refreshLocked(ctx context.Context, e *entry, inv *invalidation, alone func() (token.Record, error)) (token.Record, error) {
 	spent := false
 	for {
 		if !b.sh.isUp() {
-			return b.refreshAlone(ctx, e, inv)
+			return alone()
 		}
 		rec, _, need, err := b.readStored(ctx, e, inv)
 		if err != nil {
-			return b.refreshAlone(ctx, e, inv)
+			return alone()
 		}
 		if !need {
 			return rec, nil
@@ -61,7 +73,7 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		}
 		l, err := b.tryLock(ctx, e.key)
 		if err != nil {
-			return b.refreshAlone(ctx, e, inv)
+			return alone()
 		}
 		if l == nil {
 			// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
@@ -72,7 +84,7 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if l != nil {
 			// This replica holds the lock (taken now, or taken over from a holder that let go
 			// without writing: it shut down, or its call was cut short).
-			return b.fetchLocked(ctx, l, e, inv)
+			return b.fetchLocked(ctx, l, e, inv, alone)
 		}
 	}
 }
@@ -154,11 +166,11 @@ func (b *Broker) capped(k token.Key, t token.Token) bool {
 
 // fetchLocked runs with e's lock held (l): it re-reads the store (another replica may have written
 // between our read and our lock), fetches, and writes fenced; the store announces the write.
-func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *invalidation) (token.Record, error) {
+func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *invalidation, alone func() (token.Record, error)) (token.Record, error) {
 	defer l.release()
 	rec, ok, need, err := b.readStored(ctx, e, inv)
 	if err != nil {
-		return b.refreshAlone(ctx, e, inv)
+		return alone()
 	}
 	if !need {
 		return rec, nil
@@ -167,10 +179,22 @@ func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *inval
 		return token.Record{}, err
 	}
 	prev := rec.Token
-	if !ok {
+	if !ok || rec.Value == "" {
 		prev = e.served()
 	}
-	t, err := b.fetch(ctx, e, prev)
+	fctx := ctx
+	if rotates(e.key) {
+		// The corp token's fetch must end while this replica still holds the lock: a fetch after
+		// the lock lapsed could run alongside another replica's and kill the token it gets.
+		left := time.Until(l.until) - time.Second
+		if left < b.upTimeout/2 {
+			return token.Record{}, &UnavailableError{RetryAfter: time.Second, Code: "lock_lapsing"}
+		}
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, left)
+		defer cancel()
+	}
+	t, err := b.fetch(fctx, e, prev)
 	if err != nil {
 		return b.fetchFailed(ctx, e, inv, err)
 	}
@@ -178,6 +202,9 @@ func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *inval
 		b.markChecked(ctx, e, t.Value) // before the record: a waiter that sees it sees the note
 	}
 	cur, written, err := b.write(ctx, e.key, rec.Generation, t)
+	if err == nil && !written && rotates(e.key) && cur.Value == "" {
+		return token.Record{}, &CorpNotFoundError{Code: codeRelieved} // relieved while it was fetched
+	}
 	if err != nil {
 		cur = b.keepLocal(e, t)
 	} else {
@@ -204,7 +231,17 @@ func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *inval
 func (b *Broker) write(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error) {
 	for range 3 {
 		cur, written, err = b.sh.put(ctx, k, gen, t)
-		if err != nil || written || (cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt)) {
+		switch {
+		case err != nil || written:
+			return cur, written, err
+		case rotates(k):
+			// A corp token rotates: the one fetched last is the only one alive, whatever the
+			// expiries computed on two replicas' clocks say. A record without a value is a relief:
+			// never written over.
+			if cur.Value == "" || !cur.FetchedAt.Before(t.FetchedAt) {
+				return cur, false, nil
+			}
+		case cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt):
 			return cur, written, err
 		}
 		b.log.Warn("store lost the record being refreshed: writing the fetched one again", "app", k.App, "kind", k.Kind,
@@ -330,7 +367,7 @@ func (b *Broker) followTicket(e *entry, inv *invalidation, got token.Record) {
 	if inv == nil || e.key.Kind != token.AccessToken || got.Value == inv.value {
 		return
 	}
-	te, err := b.entry(token.Key{App: e.key.App, Kind: token.JSAPITicket})
+	te, err := b.entry(token.Key{App: e.key.App, Kind: token.JSAPITicket, Corp: e.key.Corp})
 	if err != nil {
 		return
 	}

@@ -40,7 +40,7 @@ func (b *Broker) Run(ctx context.Context) error {
 // refresh ends.
 func (b *Broker) warmUp(ctx context.Context) {
 	var tokens, tickets []*entry
-	for _, e := range *b.entries.Load() {
+	for _, e := range b.allEntries() {
 		if e.key.Kind == token.AccessToken {
 			tokens = append(tokens, e)
 		} else {
@@ -77,8 +77,8 @@ func (b *Broker) warmUp(ctx context.Context) {
 // reschedule queues e for its next refresh: when its value enters the refresh window (with jitter,
 // so replicas do not all fire at once), or when its failure back-off ends.
 func (b *Broker) reschedule(e *entry) {
-	if _, ok := (*b.entries.Load())[e.key]; !ok {
-		return // removed by a reload
+	if !b.known(e) {
+		return // removed by a reload, or a corp relieved
 	}
 	now := b.now()
 	failing, nextTry := e.retryAt()
@@ -98,6 +98,13 @@ func (b *Broker) reschedule(e *entry) {
 	if due.Before(now.Add(minGap)) {
 		due = now.Add(minGap)
 	}
+	if rotates(e.key) && !b.sh.isUp() {
+		// No proactive refresh of a corp token while the store is down (see refreshCorpAlone):
+		// look again later rather than every minGap.
+		if later := now.Add(b.failRetry); due.Before(later) {
+			due = later
+		}
+	}
 	b.sched.schedule(e, due)
 }
 
@@ -112,7 +119,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		go b.resync(ctx)
 	}
 	onWrite := func(k token.Key, rec token.Record) {
-		e, ok := (*b.entries.Load())[k]
+		e, ok := b.written(k, rec)
 		if !ok {
 			return
 		}
@@ -134,13 +141,17 @@ func (b *Broker) subscribe(ctx context.Context) {
 
 // resync re-reads every credential from the store, after a gap in the subscription.
 func (b *Broker) resync(ctx context.Context) {
-	for _, e := range *b.entries.Load() {
+	for _, e := range b.allEntries() {
 		if ctx.Err() != nil {
 			return
 		}
 		rec, ok, err := b.sh.get(ctx, e.key)
 		if err != nil {
 			return
+		}
+		if ok && e.key.Corp != "" && rec.Value == "" {
+			b.dropCorp(e.key.App, e.key.Corp) // relieved meanwhile
+			continue
 		}
 		if ok && e.adopt(rec, b.now()) {
 			b.adopted(e)
@@ -172,7 +183,8 @@ func (b *Broker) monitor(ctx context.Context) {
 
 // writeBack stores the values refreshed while the store was down, unless the store holds newer ones.
 func (b *Broker) writeBack(ctx context.Context) {
-	for _, e := range *b.entries.Load() {
+	b.writeBackTickets(ctx)
+	for _, e := range b.allEntries() {
 		cur := e.dirtyValue()
 		if cur == nil {
 			continue
@@ -181,7 +193,12 @@ func (b *Broker) writeBack(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if !ok || cur.ExpiresAt.After(rec.ExpiresAt) {
+		newer := !ok || cur.ExpiresAt.After(rec.ExpiresAt)
+		if rotates(e.key) {
+			// A rotating token: ours is alive only if nobody fetched later; a relief is never undone.
+			newer = !ok || (rec.Value != "" && cur.FetchedAt.After(rec.FetchedAt))
+		}
+		if newer {
 			if rec, _, err = b.sh.put(ctx, e.key, rec.Generation, cur.Token); err != nil {
 				return
 			}

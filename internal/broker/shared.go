@@ -131,6 +131,9 @@ type lease struct {
 	sh    *shared
 	k     token.Key
 	owner string
+	// until is when the lock lapses at the latest, by this process's clock (measured from before
+	// the request that took it).
+	until time.Time
 }
 
 // lock tries k's refresh lock for ttl. It returns a lease when it got the lock, nil when another
@@ -139,7 +142,7 @@ type lease struct {
 func (sh *shared) lock(ctx context.Context, k token.Key, ttl time.Duration) (*lease, error) {
 	raw := make([]byte, 12)
 	_, _ = rand.Read(raw) // crypto/rand.Read never fails
-	l := &lease{sh: sh, k: k, owner: hex.EncodeToString(raw)}
+	l := &lease{sh: sh, k: k, owner: hex.EncodeToString(raw), until: time.Now().Add(ttl)}
 	sctx, cancel := sh.bound(ctx)
 	defer cancel()
 	got, err := sh.st.TryLock(sctx, k, l.owner, ttl)
@@ -187,7 +190,15 @@ type backoffNote struct {
 	Wait time.Duration `json:"-"`
 }
 
-func backoffName(k token.Key) string { return "backoff:" + k.App + ":" + string(k.Kind) }
+func backoffName(k token.Key) string { return "backoff:" + noteKey(k) }
+
+// noteKey names k in notes: "app:kind", or "app:kind:corp" for a corp's credential.
+func noteKey(k token.Key) string {
+	if k.Corp != "" {
+		return k.App + ":" + string(k.Kind) + ":" + k.Corp
+	}
+	return k.App + ":" + string(k.Kind)
+}
 
 // backoff reads k's back-off note; ok is false when there is none (or it cannot be decoded: another
 // version's).
@@ -240,7 +251,7 @@ func (sh *shared) setBan(ctx context.Context, d time.Duration) {
 // checkedName names the note that says k's value was just checked with DingTalk and came back
 // unchanged (by its fingerprint, never the value).
 func checkedName(k token.Key, value string) string {
-	return "cooldown:" + k.App + ":" + string(k.Kind) + ":" + token.Fingerprint(value)
+	return "cooldown:" + noteKey(k) + ":" + token.Fingerprint(value)
 }
 
 // checked returns what is left of the cool-down after value was checked (0: not checked lately).

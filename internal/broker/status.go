@@ -10,8 +10,11 @@ import (
 type AppStatus struct {
 	App         App
 	AccessToken Status
-	// JSAPITicket is nil when the app keeps no ticket.
+	// JSAPITicket is nil when the app keeps no ticket (always, for a third-party app: its tickets
+	// are per corp).
 	JSAPITicket *Status
+	// Corps counts a third-party app's corps by the state of their access tokens; nil for other apps.
+	Corps map[State]int
 }
 
 // Status returns every configured app's state, in configuration order.
@@ -27,6 +30,9 @@ func (b *Broker) Status() []AppStatus {
 		if e, ok := entries[token.Key{App: a.Name, Kind: token.JSAPITicket}]; ok {
 			st := e.status()
 			s.JSAPITicket = &st
+		}
+		if a.ISV != nil {
+			s.Corps = b.corpCounts(a.Name)
 		}
 		out = append(out, s)
 	}

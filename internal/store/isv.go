@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/tokend/tokend/internal/token"
 )
 
-// SuiteTicket is a third-party suite's ticket as DingTalk pushed it. Value is a secret: never log it.
-type SuiteTicket struct {
-	Value string
-	// PushedAt is DingTalk's push time (the TimeStamp of the suite_ticket event), kept to the
-	// millisecond. It orders tickets: a push never replaces one pushed at the same time or later.
-	PushedAt time.Time
-}
+// SuiteTicket is a third-party suite's ticket as DingTalk pushed it (token.SuiteTicket). Value is a
+// secret: never log it.
+type SuiteTicket = token.SuiteTicket
 
 // errEmptyTicket is returned by PutSuiteTicket for a ticket without a value or a push time.
 var errEmptyTicket = errors.New("suite ticket needs a value and a push time")

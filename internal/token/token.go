@@ -68,3 +68,11 @@ func Fingerprint(value string) string {
 	sum := sha256.Sum256([]byte(value))
 	return hex.EncodeToString(sum[:6])
 }
+
+// SuiteTicket is a third-party suite's ticket as DingTalk pushed it. Value is a secret: never log it.
+type SuiteTicket struct {
+	Value string
+	// PushedAt is DingTalk's push time (the TimeStamp of the suite_ticket event), kept to the
+	// millisecond. It orders tickets: a push never replaces one pushed at the same time or later.
+	PushedAt time.Time
+}

@@ -1,0 +1,269 @@
+package broker_test
+
+import (
+	"errors"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/fakedingtalk"
+	"github.com/tokend/tokend/internal/redistest"
+	"github.com/tokend/tokend/internal/store"
+	"github.com/tokend/tokend/internal/suite"
+	"github.com/tokend/tokend/internal/token"
+)
+
+var _ suite.Sink = (*broker.Broker)(nil)
+
+const (
+	isvSuite  = "suitekey1"
+	isvSecret = "suite-secret-1"
+)
+
+func saasApp(corps ...string) broker.App {
+	return broker.App{Name: "saas", JSAPITicket: true,
+		ISV: &broker.ISVApp{Suite: dingtalk.Suite{Key: isvSuite, Secret: isvSecret}, Corps: corps}}
+}
+
+// isvWorld is a fake DingTalk with one suite and n brokers (replicas) sharing one real Redis.
+type isvWorld struct {
+	fake     *fakedingtalk.Server
+	brokers  []*broker.Broker
+	redisURL string
+}
+
+// openStore opens another handle on the world's Redis, as another replica would.
+func (w *isvWorld) openStore(t *testing.T) *store.Redis {
+	t.Helper()
+	st, err := store.OpenRedis(store.RedisOptions{URL: w.redisURL, Prefix: "isv", OpTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func newISVWorld(t *testing.T, n int, corps ...string) *isvWorld {
+	t.Helper()
+	fake := fakedingtalk.New(fakedingtalk.Options{})
+	t.Cleanup(fake.Close)
+	hs := httptest.NewServer(fake)
+	t.Cleanup(hs.Close)
+	fake.AddSuite(isvSuite, isvSecret, false)
+	client := dingtalk.New(dingtalk.Options{APIBase: hs.URL, OAPIBase: hs.URL})
+	w := &isvWorld{fake: fake, redisURL: redistest.Start(t).URL()}
+	for range n {
+		st := w.openStore(t)
+		b := newBroker(t, st, client, broker.Options{Apps: []broker.App{saasApp(corps...)}, Suites: client, Tickets: st,
+			FailureRetry: time.Minute})
+		run(t, b)
+		w.brokers = append(w.brokers, b)
+	}
+	return w
+}
+
+// push mints a ticket at the fake and hands it to replica i, as a callback push would.
+func (w *isvWorld) push(t *testing.T, i int) {
+	t.Helper()
+	v, at, err := w.fake.MintSuiteTicket(isvSuite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.brokers[i].SuiteTicket(t.Context(), "saas", v, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func corpKey(corp string) token.Key { return token.Key{App: "saas", Kind: token.AccessToken, Corp: corp} }
+
+func TestISVSuiteTicketMissing(t *testing.T) {
+	w := newISVWorld(t, 1)
+	b := w.brokers[0]
+	_, err := b.Token(t.Context(), token.Key{App: "saas", Kind: token.AccessToken})
+	var ste *broker.SuiteTicketError
+	if !errors.As(err, &ste) || ste.Code != "suite_ticket_missing" {
+		t.Fatalf("suite token without a ticket: %v", err)
+	}
+	if _, err := b.Token(t.Context(), corpKey("dingcorpa")); !errors.As(err, &ste) {
+		t.Fatalf("corp token without a ticket: %v", err)
+	}
+	if c := w.fake.ISVCalls(isvSuite, ""); c.Token != 0 {
+		t.Fatalf("%d DingTalk calls without a ticket", c.Token)
+	}
+	waitFor(t, "ready", 5*time.Second, b.Ready)
+	if s := b.Status()[0].AccessToken; s.State != broker.StateFailing || s.UpstreamCode != "suite_ticket_missing" {
+		t.Fatalf("status %+v", s)
+	}
+	w.push(t, 0)
+	got, err := b.Token(t.Context(), token.Key{App: "saas", Kind: token.AccessToken})
+	if err != nil || !w.fake.ISVValid(fakedingtalk.KindSuiteToken, got.Value, time.Now()) {
+		t.Fatalf("suite token after the push: %v", err)
+	}
+}
+
+// TestISVColdCorpOneFetch: many callers on three replicas ask for a corp nobody has fetched: one
+// DingTalk call, and every caller's token is the one alive.
+func TestISVColdCorpOneFetch(t *testing.T) {
+	w := newISVWorld(t, 3)
+	w.fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	w.push(t, 0)
+	var wg sync.WaitGroup
+	got := make([]string, 60)
+	errs := make([]error, 60)
+	for i := range got {
+		wg.Go(func() {
+			tok, err := w.brokers[i%3].Token(t.Context(), corpKey("dingcorpa"))
+			got[i], errs[i] = tok.Value, err
+		})
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if got[i] != got[0] || !w.fake.ISVValid(token.AccessToken, got[i], time.Now()) {
+			t.Fatalf("caller %d got a token that is not the live one", i)
+		}
+	}
+	if c := w.fake.ISVCalls(isvSuite, "dingcorpa"); c.Token != 1 {
+		t.Fatalf("%d corp token fetches, want 1", c.Token)
+	}
+}
+
+// TestISVInvalidateOnce: the same corp token reported on three replicas at once: one fetch.
+func TestISVInvalidateOnce(t *testing.T) {
+	w := newISVWorld(t, 3, "dingcorpa")
+	w.fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	w.push(t, 0)
+	first, err := w.brokers[0].Token(t.Context(), corpKey("dingcorpa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range w.brokers[1:] {
+		waitFor(t, "the token on every replica", 5*time.Second, func() bool {
+			tok, err := b.Token(t.Context(), corpKey("dingcorpa"))
+			return err == nil && tok.Value == first.Value
+		})
+	}
+	before := w.fake.ISVCalls(isvSuite, "dingcorpa").Token
+	var wg sync.WaitGroup
+	got := make([]string, 9)
+	for i := range got {
+		wg.Go(func() {
+			tok, err := w.brokers[i%3].InvalidateKey(t.Context(), corpKey("dingcorpa"), first.Value)
+			if err != nil {
+				t.Errorf("invalidate %d: %v", i, err)
+			}
+			got[i] = tok.Value
+		})
+	}
+	wg.Wait()
+	if n := w.fake.ISVCalls(isvSuite, "dingcorpa").Token - before; n != 1 {
+		t.Fatalf("%d fetches for one report, want 1", n)
+	}
+	for i, v := range got {
+		if v == first.Value || !w.fake.ISVValid(token.AccessToken, v, time.Now()) {
+			t.Fatalf("reporter %d did not get the new live token", i)
+		}
+	}
+}
+
+// TestISVCorpNotAuthorized: a corp that has not authorized the suite is refused, and the refusal is
+// remembered on every replica: no DingTalk call per request.
+func TestISVCorpNotAuthorized(t *testing.T) {
+	w := newISVWorld(t, 2)
+	w.push(t, 0)
+	for i := range 5 {
+		_, err := w.brokers[i%2].Token(t.Context(), corpKey("dingnobody"))
+		if !errors.Is(err, broker.ErrCorpNotFound) {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if c := w.fake.ISVCalls(isvSuite, "dingnobody"); c.Token != 1 {
+		t.Fatalf("%d DingTalk calls for a refused corp, want 1", c.Token)
+	}
+	if corps, _ := w.brokers[0].Corps("saas"); len(corps) != 0 {
+		t.Fatalf("refused corp listed: %+v", corps)
+	}
+}
+
+// TestISVRelief: a relieved corp disappears from every replica and is refused from then on; a
+// relief older than the last authorization is ignored.
+func TestISVRelief(t *testing.T) {
+	w := newISVWorld(t, 3)
+	w.fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	w.push(t, 0)
+	if _, err := w.brokers[0].Token(t.Context(), corpKey("dingcorpa")); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range w.brokers {
+		waitFor(t, "the corp on every replica", 5*time.Second, func() bool {
+			corps, _ := b.Corps("saas")
+			return len(corps) == 1 && corps[0].Corp == "dingcorpa"
+		})
+	}
+	authorizedAt := time.Now()
+	if err := w.brokers[1].CorpAuthorized(t.Context(), "saas", "dingcorpa", authorizedAt); err != nil {
+		t.Fatal(err)
+	}
+	// A relief pushed before that authorization, repeated late: ignored.
+	if err := w.brokers[1].CorpRelieved(t.Context(), "saas", "dingcorpa", authorizedAt.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if corps, _ := w.brokers[2].Corps("saas"); len(corps) != 1 {
+		t.Fatalf("an older relief dropped the corp")
+	}
+	w.fake.RelieveCorp(isvSuite, "dingcorpa")
+	if err := w.brokers[1].CorpRelieved(t.Context(), "saas", "dingcorpa", authorizedAt.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	calls := w.fake.ISVCalls(isvSuite, "dingcorpa").Token
+	for _, b := range w.brokers {
+		waitFor(t, "the corp gone from every replica", 5*time.Second, func() bool {
+			corps, _ := b.Corps("saas")
+			return len(corps) == 0
+		})
+		if _, err := b.Token(t.Context(), corpKey("dingcorpa")); !errors.Is(err, broker.ErrCorpNotFound) {
+			t.Fatalf("relieved corp served: %v", err)
+		}
+	}
+	if n := w.fake.ISVCalls(isvSuite, "dingcorpa").Token; n != calls {
+		t.Fatalf("%d DingTalk calls for a relieved corp", n-calls)
+	}
+}
+
+// TestISVRestartServesStored: a new replica serves the stored corp token without fetching.
+func TestISVRestartServesStored(t *testing.T) {
+	w := newISVWorld(t, 1, "dingcorpa")
+	w.fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	w.push(t, 0)
+	first, err := w.brokers[0].Token(t.Context(), corpKey("dingcorpa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket, err := w.brokers[0].Token(t.Context(), token.Key{App: "saas", Kind: token.JSAPITicket, Corp: "dingcorpa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := w.fake.ISVCalls(isvSuite, "dingcorpa")
+	// A second replica on the same store, as after a restart, whose DingTalk cannot be reached.
+	st := w.openStore(t)
+	client := dingtalk.New(dingtalk.Options{APIBase: "http://127.0.0.1:1", OAPIBase: "http://127.0.0.1:1"})
+	b := newBroker(t, st, client, broker.Options{Apps: []broker.App{saasApp("dingcorpa")}, Suites: client, Tickets: st})
+	run(t, b)
+	waitFor(t, "warm-up", 5*time.Second, b.Ready)
+	got, err := b.Token(t.Context(), corpKey("dingcorpa"))
+	if err != nil || got.Value != first.Value {
+		t.Fatalf("restarted replica: %v", err)
+	}
+	gt, err := b.Token(t.Context(), token.Key{App: "saas", Kind: token.JSAPITicket, Corp: "dingcorpa"})
+	if err != nil || gt.Value != ticket.Value {
+		t.Fatalf("restarted replica's ticket: %v", err)
+	}
+	if c := w.fake.ISVCalls(isvSuite, "dingcorpa"); c != calls {
+		t.Fatalf("calls %+v after the restart, want %+v", c, calls)
+	}
+}
