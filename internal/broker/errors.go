@@ -58,7 +58,7 @@ type CorpNotFoundError struct {
 	Code string
 }
 
-func (e *CorpNotFoundError) Error() string { return "corp not authorized: " + e.Code }
+func (e *CorpNotFoundError) Error() string        { return "corp not authorized: " + e.Code }
 func (e *CorpNotFoundError) Is(target error) bool { return target == ErrCorpNotFound }
 
 // SuiteTicketError means a third-party app has no suite ticket DingTalk accepts: none was pushed yet

@@ -77,7 +77,9 @@ func (w *isvWorld) push(t *testing.T, i int) {
 	}
 }
 
-func corpKey(corp string) token.Key { return token.Key{App: "saas", Kind: token.AccessToken, Corp: corp} }
+func corpKey(corp string) token.Key {
+	return token.Key{App: "saas", Kind: token.AccessToken, Corp: corp}
+}
 
 func TestISVSuiteTicketMissing(t *testing.T) {
 	w := newISVWorld(t, 1)

@@ -52,7 +52,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add("1:3,1:0,3:crm,12:access_token,0:,1:0,1:0,1:0,0:,")
 	f.Add("1:3,2:17,4:saas,12:jsapi_ticket,9:dingcorpa,4:9000,4:1000,4:2000,5:v:1,,,")
 	f.Add("1:2,1:1,3:crm,12:access_token,1:0,1:0,1:0,0:,") // version 2
-	f.Add("1:1,1:1,3:crm,12:access_token,1:0,1:0,0:,") // version 1
+	f.Add("1:1,1:1,3:crm,12:access_token,1:0,1:0,0:,")     // version 1
 	f.Add("99999999999:")
 	f.Fuzz(func(t *testing.T, msg string) {
 		k, rec, err := decodeEvent(msg) // must not panic
