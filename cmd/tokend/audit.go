@@ -25,6 +25,9 @@ func (a *auditLog) api(e httpapi.Event) {
 	if e.App != "" {
 		attrs = append(attrs, "app", e.App)
 	}
+	if e.Corp != "" {
+		attrs = append(attrs, "corp", e.Corp)
+	}
 	if e.Fingerprint != "" {
 		attrs = append(attrs, "token_fingerprint", e.Fingerprint)
 	}
@@ -33,6 +36,9 @@ func (a *auditLog) api(e httpapi.Event) {
 
 func (a *auditLog) refresh(e broker.RefreshEvent) {
 	attrs := []any{"event", "refresh", "result", e.Result, "app", e.Key.App, "kind", string(e.Key.Kind)}
+	if e.Key.Corp != "" {
+		attrs = append(attrs, "corp", e.Key.Corp)
+	}
 	if e.UpstreamCode != "" {
 		attrs = append(attrs, "upstream_code", e.UpstreamCode)
 	}

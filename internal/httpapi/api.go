@@ -37,6 +37,9 @@ type App struct {
 	CorpID        string
 	AgentID       string
 	SignatureHash signature.Hash
+	// ISV marks a third-party app: its access token is the suite token, JSAPITicket is per corp, and
+	// it serves the corp routes (isv.go).
+	ISV bool
 }
 
 // Client is one API client: the SHA-256 of its key and/or the names of its TLS client certificate,
@@ -46,6 +49,8 @@ type Client struct {
 	KeySHA256 [32]byte // zero: the client has no bearer key
 	CertNames []string // subject CN, DNS or URI SANs of a verified client certificate
 	Apps      []string
+	// SuiteTickets are the third-party apps whose suite tickets the client may hand in ("*": all).
+	SuiteTickets []string
 	// RPS and Burst limit the client's requests on this replica; RPS 0 means no limit.
 	RPS   float64
 	Burst int
@@ -53,7 +58,9 @@ type Client struct {
 
 // Options configures an API. Broker is required.
 type Options struct {
-	Broker  Broker
+	Broker Broker
+	// ISV serves the third-party routes (isv.go); nil answers them as for an unknown app.
+	ISV     ISV
 	Apps    []App
 	Clients []Client
 	// Now is the clock for expires_in and signature timestamps. Default time.Now.
@@ -73,9 +80,10 @@ type Options struct {
 // Event is a security-relevant happening on the client API, for the audit log. It never holds a key
 // or a token, only a token's fingerprint.
 type Event struct {
-	Type        string // auth_failure, forbidden, invalidate
+	Type        string // auth_failure, forbidden, invalidate, suite_ticket
 	Client      string
 	App         string
+	Corp        string // a third-party app's corp, "" otherwise
 	Fingerprint string
 	Result      string
 	Remote      string
@@ -84,6 +92,7 @@ type Event struct {
 // API holds the state both handlers share. Apps and clients can be replaced while serving.
 type API struct {
 	broker Broker
+	isv    ISV
 	now    func() time.Time
 	log    *slog.Logger
 	audit  func(Event)
@@ -106,7 +115,8 @@ type client struct {
 	name    string
 	all     bool
 	apps    map[string]bool
-	limiter *limiter // nil: no limit
+	tickets map[string]bool // suite_tickets; "*" for all
+	limiter *limiter        // nil: no limit
 }
 
 // New builds an API.
@@ -130,7 +140,7 @@ func New(opts Options) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof}
+	a := &API{broker: opts.Broker, isv: opts.ISV, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof}
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }
@@ -147,7 +157,10 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		s.order = append(s.order, &app)
 	}
 	for _, c := range clients {
-		cl := &client{name: c.Name, apps: map[string]bool{}}
+		cl := &client{name: c.Name, apps: map[string]bool{}, tickets: map[string]bool{}}
+		for _, name := range c.SuiteTickets {
+			cl.tickets[name] = true
+		}
 		if c.RPS > 0 {
 			cl.limiter = newLimiter(c.RPS, c.Burst, a.now)
 		}

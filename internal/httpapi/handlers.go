@@ -187,7 +187,8 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request, c *client) {
 	if app == nil {
 		return
 	}
-	if !app.JSAPITicket {
+	if !app.JSAPITicket || app.ISV {
+		// A third-party app's tickets are per corp: …/corps/{corp}/jsapi_signature.
 		writeProblem(w, broker.ErrTicketDisabled)
 		return
 	}
@@ -196,6 +197,11 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request, c *client) {
 		writeProblem(w, err)
 		return
 	}
+	a.writeSignature(w, r, req, token.Key{App: app.Name, Kind: token.JSAPITicket}, app.AgentID, app.CorpID, app.SignatureHash)
+}
+
+// writeSignature signs req's page with k's ticket and writes the dd.config answer.
+func (a *API) writeSignature(w http.ResponseWriter, r *http.Request, req signatureRequest, k token.Key, agentID, corpID string, h signature.Hash) {
 	if req.URL == "" {
 		writeProblem(w, &badRequestError{"url is required"})
 		return
@@ -222,13 +228,13 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request, c *client) {
 	} else if given {
 		ts = ms
 	}
-	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
+	t, err := a.broker.Token(r.Context(), k)
 	if err != nil {
 		writeProblem(w, err)
 		return
 	}
-	resp := signatureResponse{AgentID: app.AgentID, CorpID: app.CorpID, TimeStamp: ts, NonceStr: nonce,
-		Signature: signature.Sign(app.SignatureHash, t.Value, nonce, ts, page)}
+	resp := signatureResponse{AgentID: agentID, CorpID: corpID, TimeStamp: ts, NonceStr: nonce,
+		Signature: signature.Sign(h, t.Value, nonce, ts, page)}
 	body, err := json.Marshal(resp)
 	if err != nil {
 		writeProblem(w, err)

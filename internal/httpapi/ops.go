@@ -42,6 +42,9 @@ func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
 			buf = append(buf, `,"jsapi_ticket":`...)
 			buf = appendStatus(buf, *s.JSAPITicket)
 		}
+		if s.Corps != nil {
+			buf = appendCorpCounts(buf, s.Corps)
+		}
 		buf = append(buf, '}')
 	}
 	buf = append(buf, "]}\n"...)

@@ -32,6 +32,8 @@ const (
 	codeUpstreamRejected    = "upstream_rejected"
 	codeUpstreamUnavailable = "upstream_unavailable"
 	codeInternal            = "internal"
+	codeCorpNotFound        = "corp_not_found"
+	codeSuiteTicketMissing  = "suite_ticket_missing"
 )
 
 // The HTTP layer's own failures, mapped by problemFor like the broker's. Their texts are the details
@@ -59,6 +61,7 @@ func (e *badRequestError) Error() string { return e.msg }
 func problemFor(err error) problem {
 	var (
 		rejected    *broker.RejectedError
+		suiteTicket *broker.SuiteTicketError
 		unavailable *broker.UnavailableError
 		cooldown    *broker.CooldownError
 		limited     *clientLimitError
@@ -86,6 +89,12 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "no such app"}
 	case errors.Is(err, broker.ErrTicketDisabled):
 		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"}
+	case errors.Is(err, broker.ErrCorpNotFound):
+		return problem{status: http.StatusNotFound, code: codeCorpNotFound,
+			detail: "this corp has not authorized the app (or withdrew its authorization)"}
+	case errors.As(err, &suiteTicket):
+		return problem{status: http.StatusServiceUnavailable, code: codeSuiteTicketMissing,
+			detail: "no suite ticket DingTalk accepts has been pushed yet", retryAfter: suiteTicket.RetryAfter}
 	case errors.As(err, &rejected):
 		return problem{status: http.StatusBadGateway, code: codeUpstreamRejected,
 			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejected.Code}

@@ -39,6 +39,7 @@ func (rt *router) handle(method, p string, h http.HandlerFunc) {
 
 func (rt *router) get(p string, h http.HandlerFunc)  { rt.handle(http.MethodGet, p, h) }
 func (rt *router) post(p string, h http.HandlerFunc) { rt.handle(http.MethodPost, p, h) }
+func (rt *router) put(p string, h http.HandlerFunc)  { rt.handle(http.MethodPut, p, h) }
 
 // ServeHTTP answers 404 for a path that is not clean (dot segments, double or trailing slashes, also
 // percent-encoded) where ServeMux would redirect to the cleaned path, so a client is never sent on to

@@ -17,6 +17,13 @@ func (a *API) Handler() http.Handler {
 	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	// Third-party apps (isv.go).
+	r.put("/v1/apps/{app}/suite_ticket", a.authenticated(a.putSuiteTicket))
+	r.get("/v1/apps/{app}/corps", a.authenticated(a.listCorps))
+	r.get("/v1/apps/{app}/corps/{corp}/access_token", a.authenticated(a.getCorpToken))
+	r.post("/v1/apps/{app}/corps/{corp}/access_token/invalidate", a.authenticated(a.invalidateCorp))
+	r.get("/v1/apps/{app}/corps/{corp}/jsapi_ticket", a.authenticated(a.getCorpTicket))
+	r.post("/v1/apps/{app}/corps/{corp}/jsapi_signature", a.authenticated(a.corpSignature))
 	return a.instrument(recoverPanics(a.log)(noStore(r)))
 }
 
