@@ -115,6 +115,8 @@ type tokend struct {
 	broker *broker.Broker
 	api    *httpapi.API
 	certs  *tlsFiles // nil without TLS
+	// callbacks serves callback_listen (isv.go).
+	callbacks *callbacks
 }
 
 // serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address. Each
@@ -139,6 +141,8 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	b, err := broker.New(broker.Options{
 		Store:           st,
 		Upstream:        up,
+		Suites:          up,
+		Tickets:         ticketStore(st),
 		Apps:            brokerApps(cfg),
 		Margin:          cfg.Refresh.Margin,
 		UpstreamTimeout: cfg.Upstream.Timeout,
@@ -153,6 +157,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	}
 	api, err := httpapi.New(httpapi.Options{
 		Broker:     b,
+		ISV:        b,
 		Apps:       apiApps(cfg),
 		Clients:    apiClients(cfg),
 		Logger:     log,
@@ -164,7 +169,11 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
-	t := &tokend{log: log, audit: audit, broker: b, api: api}
+	cbs, err := newCallbacks(cfg, b, log)
+	if err != nil {
+		return err
+	}
+	t := &tokend{log: log, audit: audit, broker: b, api: api, callbacks: cbs}
 
 	apiLn, err := listen(cfg.Listen)
 	if err != nil {
@@ -188,13 +197,26 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	t.certs = certs
 	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
 	opsSrv := newServer(api.OpsHandler(), cfg.Upstream.Timeout, log)
+	var cbLn net.Listener
+	cbSrv := newServer(cbs.handler(), cfg.Upstream.Timeout, log)
+	if cfg.CallbackListen != "" {
+		if cbLn, err = listen(cfg.CallbackListen); err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			return err
+		}
+	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.Run(brokerCtx) })
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })
+	if cbLn != nil {
+		wg.Go(func() { serveErr <- ignoreClosed(cbSrv.Serve(cbLn)) })
+		log.Info("callback listener serving", "callback_listen", cbLn.Addr().String())
+	}
 	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(),
 		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
 	onListen(apiLn.Addr().String())
@@ -228,6 +250,9 @@ loop:
 	}
 	if err := opsSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("ops shutdown incomplete", "err", err)
+	}
+	if err := cbSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("callback listener shutdown incomplete", "err", err)
 	}
 	stopBroker()
 	wg.Wait()
@@ -297,7 +322,7 @@ func openStore(cfg *config.Config) (broker.Store, func(), error) {
 func brokerApps(cfg *config.Config) []broker.App {
 	apps := make([]broker.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
-		apps = append(apps, broker.App{Name: a.Name, Cred: a.Credential(), JSAPITicket: a.JSAPITicket})
+		apps = append(apps, broker.App{Name: a.Name, Cred: a.Credential(), JSAPITicket: a.JSAPITicket, ISV: isvApp(a)})
 	}
 	return apps
 }
@@ -306,7 +331,7 @@ func apiApps(cfg *config.Config) []httpapi.App {
 	apps := make([]httpapi.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
 		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type.String(), JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
-			AgentID: a.AgentID, SignatureHash: a.SignatureHash})
+			AgentID: a.AgentID, SignatureHash: a.SignatureHash, ISV: a.ISV != nil})
 	}
 	return apps
 }
@@ -315,7 +340,7 @@ func apiClients(cfg *config.Config) []httpapi.Client {
 	clients := make([]httpapi.Client, 0, len(cfg.Clients))
 	for _, c := range cfg.Clients {
 		clients = append(clients, httpapi.Client{Name: c.Name, KeySHA256: c.KeySHA256, CertNames: c.CertNames, Apps: c.Apps,
-			RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst})
+			SuiteTickets: c.SuiteTickets, RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst})
 	}
 	return clients
 }
@@ -329,7 +354,8 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 		t.audit.reload("rejected", len(running.Apps), len(running.Clients))
 		return
 	}
-	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || !sameStore(next.Store, running.Store) ||
+	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || next.CallbackListen != running.CallbackListen ||
+		!sameStore(next.Store, running.Store) ||
 		(next.TLS == nil) != (running.TLS == nil) {
 		t.log.Warn("reload: listen, ops_listen, store and turning tls on or off take effect only after a restart")
 	}
@@ -339,6 +365,11 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 			t.audit.reload("rejected", len(running.Apps), len(running.Clients))
 			return
 		}
+	}
+	if err := t.callbacks.set(next); err != nil {
+		t.log.Error("reload rejected: callback settings do not load; the running configuration is kept", "err", err.Error())
+		t.audit.reload("rejected", len(running.Apps), len(running.Clients))
+		return
 	}
 	t.broker.Reload(ctx, brokerApps(next))
 	t.api.SetConfig(apiApps(next), apiClients(next))
