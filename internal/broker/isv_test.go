@@ -269,3 +269,77 @@ func TestISVRestartServesStored(t *testing.T) {
 		t.Fatalf("calls %+v after the restart, want %+v", c, calls)
 	}
 }
+
+// TestISVCorpsWhileStoreDown: with the store down, a valid corp token is served as it is, a report
+// of it gets 503 without a fetch (no rotation war between replicas that cannot agree), and a corp
+// this replica holds no token for is fetched once for its callers; when the store returns, that
+// token is written back.
+func TestISVCorpsWhileStoreDown(t *testing.T) {
+	fake := fakedingtalk.New(fakedingtalk.Options{})
+	t.Cleanup(fake.Close)
+	hs := httptest.NewServer(fake)
+	t.Cleanup(hs.Close)
+	fake.AddSuite(isvSuite, isvSecret, false)
+	fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	fake.AuthorizeCorp(isvSuite, "dingcorpb")
+	client := dingtalk.New(dingtalk.Options{APIBase: hs.URL, OAPIBase: hs.URL})
+	srv := redistest.Start(t)
+	st, err := store.OpenRedis(store.RedisOptions{URL: srv.URL(), Prefix: "isv", OpTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	b := newBroker(t, st, client, broker.Options{Apps: []broker.App{saasApp()}, Suites: client, Tickets: st,
+		FailureRetry: time.Minute, StoreTimeout: 200 * time.Millisecond})
+	run(t, b)
+	v, at, _ := fake.MintSuiteTicket(isvSuite)
+	if err := b.SuiteTicket(t.Context(), "saas", v, at); err != nil {
+		t.Fatal(err)
+	}
+	a1, err := b.Token(t.Context(), corpKey("dingcorpa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Kill()
+	waitFor(t, "the store seen down", 10*time.Second, func() bool {
+		_, _ = b.Token(t.Context(), corpKey("dingcorpc")) // a store read that fails
+		return !b.StoreUp()
+	})
+	callsA := fake.ISVCalls(isvSuite, "dingcorpa").Token
+	if got, err := b.Token(t.Context(), corpKey("dingcorpa")); err != nil || got.Value != a1.Value {
+		t.Fatalf("valid corp token not served from memory: %v", err)
+	}
+	_, err = b.InvalidateKey(t.Context(), corpKey("dingcorpa"), a1.Value)
+	var ue *broker.UnavailableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("report while the store is down: %v, want unavailable", err)
+	}
+	if n := fake.ISVCalls(isvSuite, "dingcorpa").Token; n != callsA {
+		t.Fatalf("a report while the store is down fetched the corp token (%d calls)", n-callsA)
+	}
+	if !fake.ISVValid(token.AccessToken, a1.Value, time.Now()) {
+		t.Fatal("the served token was killed")
+	}
+	b1, err := b.Token(t.Context(), corpKey("dingcorpb"))
+	if err != nil {
+		t.Fatalf("corp without a token, store down: %v", err)
+	}
+	for range 3 {
+		if got, err := b.Token(t.Context(), corpKey("dingcorpb")); err != nil || got.Value != b1.Value {
+			t.Fatalf("second request: %v", err)
+		}
+	}
+	if n := fake.ISVCalls(isvSuite, "dingcorpb").Token; n != 1 {
+		t.Fatalf("%d fetches of a corp while the store is down, want 1", n)
+	}
+
+	srv.Restart()
+	waitFor(t, "the fetched token written back", 20*time.Second, func() bool {
+		rec, ok, err := st.Get(t.Context(), corpKey("dingcorpb"))
+		return err == nil && ok && rec.Value == b1.Value
+	})
+	if tk, ok, err := st.GetSuiteTicket(t.Context(), "saas"); err != nil || !ok || tk.Value != v {
+		t.Fatalf("suite ticket not written back to the restarted store: %v %v", ok, err)
+	}
+}
