@@ -1,14 +1,21 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/callback"
 	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/stream"
 	"github.com/tokend/tokend/internal/suite"
 )
 
@@ -72,4 +79,47 @@ func (c *callbacks) handler() http.Handler {
 		_, _ = w.Write([]byte(`{"type":"about:blank","title":"Not Found","status":404,"code":"not_found","detail":"only POST /callbacks/{app} is served here"}` + "\n"))
 	})
 	return mux
+}
+
+// runStreams subscribes to DingTalk Stream for every third-party app whose suite tickets are pushed
+// and that has no HTTP callback (DingTalk delivers an app's events one way or the other), one replica
+// at a time per app through a lease in the store, until ctx ends. Opening a connection counts against
+// the egress budget and obeys the IP-ban pause. The apps are those of the start-up configuration.
+func runStreams(ctx context.Context, cfg *config.Config, st broker.Store, up *dingtalk.Client, b *broker.Broker, log *slog.Logger) {
+	leases, ok := st.(stream.Leases)
+	if !ok {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, a := range cfg.Apps {
+		if !a.PushedTickets() || a.ISV.Callback != nil {
+			continue
+		}
+		name, s := a.Name, a.Suite()
+		l := log.With("app", name)
+		open := func(ctx context.Context) (stream.Endpoint, error) {
+			if err := b.Egress(ctx); err != nil {
+				return stream.Endpoint{}, err
+			}
+			ep, err := up.OpenSuiteStream(ctx, s, "tokend/"+version)
+			var de *dingtalk.Error
+			if errors.As(err, &de) && de.Class == dingtalk.ClassBanned {
+				b.ReportBan(ctx)
+			}
+			return stream.Endpoint{URL: ep.URL, Ticket: ep.Ticket}, err
+		}
+		handle := func(ctx context.Context, f stream.Frame) error {
+			var born time.Time
+			if ms, err := strconv.ParseInt(f.Headers["eventBornTime"], 10, 64); err == nil && ms > 0 {
+				born = time.UnixMilli(ms)
+			}
+			return suite.HandleStreamEvent(ctx, b, name, []byte(f.Data), born)
+		}
+		wg.Go(func() {
+			stream.RunLeader(ctx, stream.LeaderOptions{Leases: leases, Name: "stream:" + name, Logger: l}, func(ctx context.Context) {
+				_ = stream.New(stream.Options{Open: open, Handle: handle, Logger: l}).Run(ctx)
+			})
+		})
+	}
+	wg.Wait()
 }

@@ -210,6 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.Run(brokerCtx) })
+	wg.Go(func() { runStreams(brokerCtx, cfg, st, up, b, log) })
 	serveErr := make(chan error, 3)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })

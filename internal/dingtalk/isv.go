@@ -77,3 +77,59 @@ func (c *Client) postJSON(ctx context.Context, path string, body []byte, secrets
 	h := http.Header{"Content-Type": {"application/json"}}
 	return c.do(ctx, http.MethodPost, u, h, body, newParser(tokenField), secrets)
 }
+
+// StreamEndpoint is what opening a Stream connection returns: the gateway's WebSocket URL and a
+// single-use ticket, a secret.
+type StreamEndpoint struct {
+	URL    string
+	Ticket string
+}
+
+// OpenSuiteStream opens a DingTalk Stream connection for suite s, subscribed to every EVENT: POST
+// {APIBase}/v1.0/gateway/connections/open with {"clientId","clientSecret","subscriptions","ua"}
+// (a suite's key and secret stand for the client id and secret) → {"endpoint","ticket"}. Errors are
+// *Error, scrubbed of the secret; the ticket never appears in one.
+func (c *Client) OpenSuiteStream(ctx context.Context, s Suite, ua string) (StreamEndpoint, error) {
+	if c.baseErr != nil {
+		return StreamEndpoint{}, badRequest(c.baseErr.Error())
+	}
+	type sub struct {
+		Type  string `json:"type"`
+		Topic string `json:"topic"`
+	}
+	body, err := json.Marshal(struct {
+		ClientID      string `json:"clientId"`
+		ClientSecret  string `json:"clientSecret"`
+		Subscriptions []sub  `json:"subscriptions"`
+		UA            string `json:"ua,omitempty"`
+	}{s.Key, s.Secret, []sub{{"EVENT", "*"}}, ua})
+	if err != nil {
+		return StreamEndpoint{}, badRequest("encode request body")
+	}
+	var ep StreamEndpoint
+	parse := func(status int, ct string, raw []byte, truncated bool) (Grant, *Error) {
+		if e := checkBan(status, ct, raw); e != nil {
+			return Grant{}, e
+		}
+		var b struct {
+			Endpoint string `json:"endpoint"`
+			Ticket   string `json:"ticket"`
+		}
+		if status >= 200 && status < 300 && !truncated && json.Unmarshal(raw, &b) == nil && b.Endpoint != "" && b.Ticket != "" {
+			ep = StreamEndpoint{URL: b.Endpoint, Ticket: b.Ticket}
+			return Grant{}, nil
+		}
+		// Every failure reads as a token call's would: the same envelope and classes.
+		_, e := parseNew(status, ct, raw, truncated, tokenField)
+		if e == nil {
+			e = badResponse(status, "no endpoint or ticket")
+		}
+		return Grant{}, e
+	}
+	u := endpoint(c.api, "/v1.0/gateway/connections/open", nil)
+	h := http.Header{"Content-Type": {"application/json"}}
+	if _, err := c.do(ctx, http.MethodPost, u, h, body, parse, []string{s.Secret}); err != nil {
+		return StreamEndpoint{}, err
+	}
+	return ep, nil
+}

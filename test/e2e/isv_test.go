@@ -31,14 +31,21 @@ type isvCluster struct {
 	*cluster
 	secret, cbToken string
 	callbacks       map[int]string // callback listener URL by replica index
+	// stream: no callback settings, so the replicas subscribe to DingTalk Stream instead.
+	stream bool
 }
 
 func startISVCluster(t *testing.T, replicas int) *isvCluster {
+	return startISV(t, replicas, false)
+}
+
+func startISV(t *testing.T, replicas int, stream bool) *isvCluster {
 	t.Helper()
 	bins := build(t)
 	c := &isvCluster{cluster: startCluster(t, bins, spec{replicas: 0, apps: 0, tokenTTL: time.Hour, margin: 10 * time.Minute,
 		timeout: 5 * time.Second, retry: 30 * time.Second}),
-		secret: "e2e-suite-secret-" + randomHex(t, 12), cbToken: "cbtok" + randomHex(t, 6), callbacks: map[int]string{}}
+		secret: "e2e-suite-secret-" + randomHex(t, 12), cbToken: "cbtok" + randomHex(t, 6), callbacks: map[int]string{},
+		stream: stream}
 	c.fake.do(t, http.MethodPost, "isv/suites", map[string]any{"key": isvSuite, "secret": c.secret}, nil)
 	t.Cleanup(func() { c.checkISVLogs() })
 	c.config = c.writeISVConfig()
@@ -55,13 +62,19 @@ func (c *isvCluster) writeISVConfig() string {
 	t := c.t
 	sum := config.HashKey(c.clientKey)
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nops_listen: 127.0.0.1:0\ncallback_listen: 127.0.0.1:0\nlog:\n  level: info\n  format: json\n")
+	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nops_listen: 127.0.0.1:0\nlog:\n  level: info\n  format: json\n")
+	if !c.stream {
+		b.WriteString("callback_listen: 127.0.0.1:0\n")
+	}
 	fmt.Fprintf(&b, "store:\n  redis:\n    url: %s\n    key_prefix: tokend\n", c.redis.URL())
 	fmt.Fprintf(&b, "refresh:\n  margin: %s\n", c.spec.margin)
 	fmt.Fprintf(&b, "upstream:\n  timeout: %s\n  failure_retry: %s\n", c.spec.timeout, c.spec.retry)
 	fmt.Fprintf(&b, "dingtalk:\n  api_base: %s\n  oapi_base: %s\n", c.fake.base, c.fake.base)
 	fmt.Fprintf(&b, "apps:\n  - name: saas\n    type: dingtalk_isv\n    suite_key: %s\n    suite_secret: %s\n", isvSuite, c.secret)
-	fmt.Fprintf(&b, "    callback:\n      token: %s\n      aes_key: %s\n    jsapi_ticket: true\n", c.cbToken, isvAES)
+	if !c.stream {
+		fmt.Fprintf(&b, "    callback:\n      token: %s\n      aes_key: %s\n", c.cbToken, isvAES)
+	}
+	b.WriteString("    jsapi_ticket: true\n")
 	fmt.Fprintf(&b, "clients:\n  - name: chaos\n    key_sha256: %s\n    apps: [\"*\"]\n    suite_tickets: [saas]\n", hex.EncodeToString(sum[:]))
 	path := filepath.Join(c.dir, "tokend.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
@@ -76,6 +89,9 @@ func (c *isvCluster) start() *replica {
 	t.Helper()
 	r := c.launch()
 	c.announced(r)
+	if c.stream {
+		return r
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
 	defer cancel()
 	var l struct {
@@ -289,5 +305,77 @@ func TestISV(t *testing.T) {
 	}
 	if n := c.corpCalls(); n != 2 {
 		t.Fatalf("%d corp token fetches after the relief, want still 2", n)
+	}
+}
+
+func (c *isvCluster) streamStats() fakedingtalk.StreamStats {
+	var st fakedingtalk.StreamStats
+	c.fake.do(c.t, http.MethodGet, "isv/suites/"+isvSuite+"/stream", nil, &st)
+	return st
+}
+
+// leader returns the replica (among rs) whose latest lease line says it leads.
+func leader(rs []*replica) *replica {
+	for _, r := range rs {
+		all, _ := r.proc.out.snapshot()
+		for i := len(all) - 1; i >= 0; i-- {
+			if strings.Contains(all[i], "lease obtained: leading") {
+				return r
+			}
+			if strings.Contains(all[i], "lease lost: following") {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// TestISVStreamLeader: three replicas subscribe to DingTalk Stream for a suite, one at a time; the
+// leader killed, another takes the lease and keeps receiving tickets.
+func TestISVStreamLeader(t *testing.T) {
+	c := startISV(t, 3, true)
+	ctx := t.Context()
+	eventually(t, 30*time.Second, "one Stream connection", func() bool { return c.streamStats().Connections == 1 })
+	first := leader(c.replicas)
+	if first == nil {
+		t.Fatal("no replica says it leads")
+	}
+
+	publish := func() string {
+		var res fakedingtalk.PushResult
+		c.fake.do(t, http.MethodPost, "isv/suites/"+isvSuite+"/stream/publish", fakedingtalk.ISVEvent{Type: "suite_ticket"}, &res)
+		return res.SuiteTicket
+	}
+	stored := func() string {
+		v, _ := c.redis.Do("HGET", "tokend:{saas}:suite_ticket", "value")
+		return v
+	}
+	t1 := publish()
+	eventually(t, 20*time.Second, "the first ticket stored", func() bool { return stored() == t1 })
+	for _, r := range c.replicas {
+		eventually(t, 40*time.Second, fmt.Sprintf("suite token on replica %d", r.i), func() bool {
+			s := c.credential(ctx, r, "saas", token.AccessToken)
+			return s.status == http.StatusOK && c.valid(fakedingtalk.KindSuiteToken, s.value)
+		})
+	}
+	if n := c.streamStats().Connections; n != 1 {
+		t.Fatalf("%d Stream connections from three replicas, want 1", n)
+	}
+
+	first.proc.signal(t, syscall.SIGKILL)
+	first.proc.wait(t, 10*time.Second)
+	var rest []*replica
+	for _, r := range c.replicas {
+		if r != first {
+			rest = append(rest, r)
+		}
+	}
+	eventually(t, 60*time.Second, "another replica leads with a connection", func() bool {
+		return leader(rest) != nil && c.streamStats().Connections == 1
+	})
+	t2 := publish()
+	eventually(t, 20*time.Second, "the next ticket stored by the new leader", func() bool { return stored() == t2 })
+	if t2 == t1 {
+		t.Fatal("the fake minted the same ticket twice")
 	}
 }
