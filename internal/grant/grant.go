@@ -128,7 +128,7 @@ type Exchanger struct {
 // appKeys is an app with the keys derived from its secret.
 type appKeys struct {
 	App
-	idKey []byte     // HMAC key naming notes
+	idKey []byte      // HMAC key naming notes
 	aead  cipher.AEAD // seals notes
 }
 
