@@ -30,6 +30,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /get_jsapi_ticket", s.legacyGetJSAPITicket)
 	// Control API.
 	s.controlRoutes(mux)
+	// User tokens, Stream tickets, robots, and their control routes.
+	s.flowRoutes(mux)
 	// Anything else: the legacy host's answer for an unknown URI (HTTP 200, errcode 404).
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeLegacyError(w, 404, "请求的URI地址不存在")
