@@ -151,6 +151,7 @@ func TestRobotSendRules(t *testing.T) {
 		t.Fatalf("fake counts %+v", n)
 	}
 }
+
 // sign is DingTalk's robot signature, written here independently of package robot.
 func sign(secret string, ms int64) string {
 	m := hmac.New(sha256.New, []byte(secret))
