@@ -63,6 +63,8 @@ type Config struct {
 	Apps      []App
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
+	// Robots are the DingTalk group robots tokend sends through (flows.go), in file order.
+	Robots []Robot
 }
 
 // Log configures the process logger.
@@ -171,6 +173,11 @@ type Client struct {
 	RateLimit RateLimit
 	// Apps are the names of the apps the client may use; AllApps grants all of them.
 	Apps []string
+	// UserTokens, Streams and Robots name the apps (robots) whose user tokens, Stream tickets (robot
+	// sends) the client may ask for; AllApps grants all. Empty: none (deny by default).
+	UserTokens []string
+	Streams    []string
+	Robots     []string
 }
 
 // Allows reports whether the client may use the app called app. It does not check that the app

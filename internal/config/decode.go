@@ -25,6 +25,7 @@ type rawConfig struct {
 	RateLimit rawLimit    `yaml:"rate_limit"`
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
+	Robots    []rawRobot  `yaml:"robots"`
 }
 
 type rawTLS struct {
@@ -93,6 +94,10 @@ type rawClient struct {
 	CertNames []string  `yaml:"cert_names"`
 	Apps      []string  `yaml:"apps"`
 	RateLimit *rawLimit `yaml:"rate_limit"`
+	// Part 2 permissions (flows.go).
+	UserTokens []string `yaml:"user_tokens"`
+	Streams    []string `yaml:"streams"`
+	Robots     []string `yaml:"robots"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded

@@ -182,9 +182,12 @@ func (c *checker) config(raw *rawConfig) *Config {
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
+		if len(rc.Apps) > 0 || !rc.flowsOnly() {
+			cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
+		}
 		cfg.Clients = append(cfg.Clients, cl)
 	}
+	c.flows(raw, cfg)
 	return cfg
 }
 
