@@ -22,6 +22,9 @@ func (a *API) Handler() http.Handler {
 	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.Post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.Post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	r.Post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
+	r.Post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
+	r.Post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
 	return r
 }
 
