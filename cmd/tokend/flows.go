@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/flowerr"
+	"github.com/tokend/tokend/internal/grant"
+	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/robot"
+	"github.com/tokend/tokend/internal/stream"
+)
+
+// flowStore is what the flows need of the store; store.Memory and store.Redis implement it.
+type flowStore interface {
+	grant.Store
+	robot.Store
+}
+
+// gate is the egress budget and IP-ban pause the flows obey.
+type gate interface {
+	Egress(ctx context.Context) error
+	ReportBan(ctx context.Context)
+}
+
+// flows are the services behind the user_token, stream_ticket and robots routes.
+type flows struct {
+	grants  *grant.Exchanger
+	streams *stream.Tickets
+	robots  *robot.Sender
+}
+
+func newFlows(cfg *config.Config, st broker.Store, up *dingtalk.Client, g gate, log *slog.Logger, reg prometheus.Registerer) (*flows, error) {
+	fst, ok := st.(flowStore)
+	if !ok {
+		return nil, fmt.Errorf("store %T lacks the operations of user tokens and robots", st)
+	}
+	grants, err := grant.New(grant.Options{Store: fst, Gate: g, Upstream: up, Apps: grantApps(cfg),
+		Timeout: cfg.Upstream.Timeout, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	streams, err := stream.New(stream.Options{Gate: g, Upstream: up, Apps: streamApps(cfg), Timeout: cfg.Upstream.Timeout, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	robots, err := robot.New(robot.Options{Store: fst, Gate: g, Upstream: up, Robots: robots(cfg),
+		Timeout: cfg.Upstream.Timeout, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	return &flows{grants: grants, streams: streams, robots: robots}, nil
+}
+
+// apply installs cfg's apps, robots and permissions in the flows and the API (at start and on reload).
+func (f *flows) apply(cfg *config.Config, api *httpapi.API) error {
+	if err := f.grants.SetApps(grantApps(cfg)); err != nil {
+		return err
+	}
+	f.streams.SetApps(streamApps(cfg))
+	f.robots.SetRobots(robots(cfg))
+	perms := make(map[string]httpapi.Permissions, len(cfg.Clients))
+	for _, c := range cfg.Clients {
+		perms[c.Name] = httpapi.Permissions{UserTokens: c.UserTokens, Streams: c.Streams, Robots: c.Robots}
+	}
+	api.SetFlows(httpapi.Flows{Grants: f.grants, Streams: f.streams, Robots: f.robots}, perms)
+	return nil
+}
+
+// clientCred returns the credentials a user-token exchange or a Stream connection is made with:
+// the client id and secret of an internal app. Organization-authorized apps have none.
+func clientCred(a config.App) (dingtalk.App, bool) {
+	if a.Type != config.TypeDingTalk {
+		return dingtalk.App{}, false
+	}
+	return dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: a.ClientID, Secret: a.ClientSecret}, true
+}
+
+func grantApps(cfg *config.Config) []grant.App {
+	out := make([]grant.App, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		cred, ok := clientCred(a)
+		out = append(out, grant.App{Name: a.Name, Cred: cred, Supported: ok})
+	}
+	return out
+}
+
+func streamApps(cfg *config.Config) []stream.App {
+	out := make([]stream.App, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		cred, ok := clientCred(a)
+		out = append(out, stream.App{Name: a.Name, Cred: cred, Supported: ok})
+	}
+	return out
+}
+
+func robots(cfg *config.Config) []robot.Robot {
+	out := make([]robot.Robot, 0, len(cfg.Robots))
+	for _, r := range cfg.Robots {
+		out = append(out, robot.Robot{Name: r.Name, AccessToken: r.AccessToken, Secret: r.Secret})
+	}
+	return out
+}
+
+// interimGate stands in for the broker's Egress and ReportBan until they land (issue 10's broker
+// work): the flows' calls share a budget of interimEgressRPS per second through the store, and an IP
+// ban is the same store note the broker writes and obeys ("ipban", Unix ms of its end), so a ban met
+// by a robot send also pauses token refreshes and the other way round. Replace it with the broker.
+type interimGate struct {
+	store broker.Store
+	now   func() time.Time
+	log   *slog.Logger
+}
+
+const (
+	interimEgressRPS = 300 // proxy.max_rps's default
+	interimBanNote   = "ipban"
+	interimBudget    = "egress"
+)
+
+func (g *interimGate) Egress(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	v, ok, err := g.store.GetNote(sctx, interimBanNote)
+	if err == nil && ok {
+		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil {
+			if left := time.UnixMilli(ms).Sub(g.now()); left > 0 {
+				return &flowerr.UnavailableError{RetryAfter: left, Reason: "dingtalk blocks this egress ip"}
+			}
+		}
+	}
+	wait, err := g.store.Spend(sctx, interimBudget, interimEgressRPS, time.Second)
+	if err != nil {
+		return nil // the store is down: the flows' own limits still apply
+	}
+	if wait > 0 {
+		return &flowerr.RateLimitedError{RetryAfter: wait, Reason: "the shared budget of calls to DingTalk is spent"}
+	}
+	return nil
+}
+
+func (g *interimGate) ReportBan(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	until := g.now().Add(flowerr.BanPause)
+	if err := g.store.SetNote(sctx, interimBanNote, strconv.FormatInt(until.UnixMilli(), 10), flowerr.BanPause); err != nil {
+		g.log.Warn("ip ban: store unavailable; other replicas learn of it on their own calls", "err", err)
+	}
+	g.log.Error("dingtalk blocks this egress ip: calls paused on every replica", "for", flowerr.BanPause)
+}
