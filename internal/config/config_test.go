@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokend/tokend/internal/dingtalk"
 )
 
 // Distinctive secret values: no error message may contain any of them, or any 6-character piece.
@@ -738,26 +740,6 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-func TestClientAllows(t *testing.T) {
-	cases := []struct {
-		apps []string
-		app  string
-		want bool
-	}{
-		{[]string{"crm"}, "crm", true},
-		{[]string{"crm"}, "oldorg", false},
-		{[]string{"crm", "oldorg"}, "oldorg", true},
-		{[]string{"*"}, "anything", true},
-		{nil, "crm", false},
-		{[]string{"crm"}, "", false},
-	}
-	for _, tc := range cases {
-		if got := (Client{Apps: tc.apps}).Allows(tc.app); got != tc.want {
-			t.Errorf("Client{Apps: %v}.Allows(%q) = %v, want %v", tc.apps, tc.app, got, tc.want)
-		}
-	}
-}
-
 func TestErrorFormat(t *testing.T) {
 	e := &Error{Problems: []Problem{
 		{Path: "apps[1].client_secret_file", Message: "file \"/x\" does not exist"},
@@ -819,7 +801,29 @@ func TestContractExample(t *testing.T) {
 		t.Fatalf("the contract's example does not parse: %v", err)
 	}
 	if len(cfg.Apps) != 2 || cfg.Apps[0].ClientSecret != secretFileValue || cfg.Apps[1].CorpSecret != secretCorp ||
-		cfg.Clients[0].KeySHA256 != HashKey("test") || !cfg.Clients[0].Allows("crm") || cfg.Clients[0].Allows("oldorg") {
+		cfg.Clients[0].KeySHA256 != HashKey("test") || !slices.Equal(cfg.Clients[0].Apps, []string{"crm"}) {
 		t.Errorf("the contract's example is not read as written")
+	}
+}
+
+// TestCredential checks which configured values become the DingTalk credential of each app type.
+func TestCredential(t *testing.T) {
+	tests := []struct {
+		name string
+		app  App
+		want dingtalk.App
+	}{
+		{"internal v1", App{Type: TypeDingTalk, TokenAPI: TokenAPIV1, ClientID: "k", ClientSecret: "s", CorpID: "c"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}},
+		{"internal legacy", App{Type: TypeDingTalk, TokenAPI: TokenAPILegacy, ClientID: "k", ClientSecret: "s"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.Legacy, Key: "k", Secret: "s"}},
+		{"corp", App{Type: TypeDingTalkCorp, TokenAPI: TokenAPILegacy, CorpID: "c", CorpSecret: "cs"},
+			dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: "c", Secret: "cs"}},
+	}
+	for _, tt := range tests {
+		if got := tt.app.Credential(); got != tt.want {
+			// Not printed: the credential holds the (test) secret.
+			t.Errorf("%s: Credential() differs from the expected one", tt.name)
+		}
 	}
 }

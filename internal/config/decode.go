@@ -25,6 +25,7 @@ type rawConfig struct {
 	RateLimit rawLimit    `yaml:"rate_limit"`
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
+	Debug     rawDebug    `yaml:"debug"`
 	Robots    []rawRobot  `yaml:"robots"`
 }
 

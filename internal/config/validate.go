@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/signature"
 )
 
 var (
@@ -74,6 +77,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 			Level:  or(raw.Log.Level, DefaultLogLevel),
 			Format: or(raw.Log.Format, DefaultLogFormat),
 		},
+		Debug: raw.Debug.config(),
 	}
 	c.listeners(cfg.Listen, cfg.OpsListen)
 	switch cfg.Log.Level {
@@ -332,12 +336,18 @@ type secretSource struct {
 func (c *checker) app(path string, ra rawApp) App {
 	app := App{
 		Name:          ra.Name,
-		Type:          ra.Type,
-		TokenAPI:      or(ra.TokenAPI, DefaultTokenAPI),
+		Type:          dingtalk.AppType(ra.Type),
+		TokenAPI:      dingtalk.API(ra.TokenAPI),
 		JSAPITicket:   ra.JSAPITicket,
 		CorpID:        ra.CorpID,
 		AgentID:       ra.AgentID,
-		SignatureHash: or(ra.SignatureHash, DefaultSignatureHash),
+		SignatureHash: signature.Hash(ra.SignatureHash),
+	}
+	if app.TokenAPI == "" {
+		app.TokenAPI = DefaultTokenAPI
+	}
+	if app.SignatureHash == "" {
+		app.SignatureHash = DefaultSignatureHash
 	}
 	switch {
 	case ra.Name == "":
@@ -368,7 +378,7 @@ func (c *checker) app(path string, ra rawApp) App {
 		{"corp_secret_env", ra.CorpSecretEnv},
 		{"corp_secret", ra.CorpSecret},
 	}
-	switch ra.Type {
+	switch app.Type {
 	case TypeDingTalk:
 		switch {
 		case ra.ClientID == "":
@@ -389,7 +399,7 @@ func (c *checker) app(path string, ra rawApp) App {
 		}
 		c.notAllowed(path, ra.Type, clientSources)
 		// Organization-authorized apps only exist on the legacy API.
-		if ra.TokenAPI != "" && ra.TokenAPI != TokenAPILegacy {
+		if ra.TokenAPI != "" && app.TokenAPI != TokenAPILegacy {
 			c.add(path+".token_api", "type dingtalk_corp always uses the legacy API: remove token_api")
 		}
 		app.TokenAPI = TokenAPILegacy

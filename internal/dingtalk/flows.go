@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/tokend/tokend/dingtalkapi"
 )
 
 // The calls of this file serve the flows beyond app tokens: exchanging a user's login code or refresh
@@ -177,12 +179,12 @@ func (c *Client) RobotSend(ctx context.Context, m RobotMessage) ([]byte, error) 
 		}
 		return nil, badResponse(ans.status, "malformed json")
 	}
-	code, ok := jsonCode(b.Errcode)
+	code, ok := dingtalkapi.ParseCode(b.ErrCode)
 	switch {
 	case !ok:
 		return nil, badResponse(ans.status, "malformed errcode")
 	case code != "" && code != "0":
-		return nil, &Error{Family: FamilyLegacy, Status: ans.status, Code: code, Message: scrub(b.Errmsg, secrets), Class: classify(code)}
+		return nil, &Error{Family: FamilyLegacy, Status: ans.status, Code: code, Message: scrub(b.ErrMsg, secrets), Class: classify(code)}
 	case ans.status < 200 || ans.status >= 300:
 		return nil, httpStatusError(ans.status)
 	case code == "":
@@ -210,10 +212,7 @@ func (a answer) newFailure(v any, secrets []string) *Error {
 	if a.truncated {
 		return badResponse(a.status, "response body too large")
 	}
-	var f struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
+	var f dingtalkapi.Envelope
 	if err := json.Unmarshal(a.body, &f); err != nil {
 		if a.status >= 300 {
 			return httpStatusError(a.status)
@@ -221,8 +220,8 @@ func (a answer) newFailure(v any, secrets []string) *Error {
 		return badResponse(a.status, "malformed json")
 	}
 	ok2xx := a.status >= 200 && a.status < 300
-	if f.Code != "" && !ok2xx {
-		return &Error{Family: FamilyNew, Status: a.status, Code: f.Code, Message: scrub(f.Message, secrets), Class: classify(f.Code)}
+	if df, err := f.NewFailure(a.status); err == nil && df != nil && !ok2xx {
+		return &Error{Family: FamilyNew, Status: a.status, Code: df.Code, Message: scrub(df.Message, secrets), Class: classify(df.Code)}
 	}
 	if !ok2xx {
 		return httpStatusError(a.status)

@@ -15,6 +15,9 @@ const (
 	Corp AppType = "dingtalk_corp"
 )
 
+// String returns the type as written in the configuration ("dingtalk", "dingtalk_corp").
+func (t AppType) String() string { return string(t) }
+
 // API is the DingTalk API family used for an app's token and ticket calls.
 type API string
 

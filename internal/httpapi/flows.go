@@ -81,15 +81,21 @@ func (a *API) flowApp(w http.ResponseWriter, r *http.Request, c *client, list fu
 	name := r.PathValue("app")
 	if !allowed(list(a.flowSurface().perms[c.name]), name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
-		writeProblem(w, problem{status: http.StatusForbidden, code: codeForbidden, detail: "this client may not use this flow for this app"})
+		writeProblem(w, errFlowForbidden)
 		return "", false
 	}
 	return name, true
 }
 
-func notEnabled(w http.ResponseWriter) {
-	writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "this flow is not enabled on this server"})
-}
+func notEnabled(w http.ResponseWriter) { writeProblem(w, errFlowDisabled) }
+
+// The flows' own refusals, mapped by flowProblem.
+var (
+	errFlowForbidden  = errors.New("this client may not use this flow for this app")
+	errRobotForbidden = errors.New("this client may not use this robot")
+	errFlowDisabled   = errors.New("this flow is not enabled on this server")
+	errNoRobot        = errors.New("no such robot")
+)
 
 type userTokenRequest struct {
 	Code         string `json:"code"`
@@ -108,18 +114,17 @@ func (a *API) userToken(w http.ResponseWriter, r *http.Request, c *client) {
 	}
 	var req userTokenRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	if (req.Code == "") == (req.RefreshToken == "") {
-		writeProblem(w, problemFor(&badRequestError{"exactly one of code and refresh_token is required"}))
+		writeProblem(w, &badRequestError{"exactly one of code and refresh_token is required"})
 		return
 	}
 	res, _, err := fs.Grants.Exchange(r.Context(), app, dingtalk.UserGrant{Code: req.Code, RefreshToken: req.RefreshToken})
-	p := flowProblem(err)
-	a.audit(Event{Type: "user_token", Client: c.name, App: app, Remote: r.RemoteAddr, Result: resultOf(err, p)})
+	a.audit(Event{Type: "user_token", Client: c.name, App: app, Remote: r.RemoteAddr, Result: resultOf(err)})
 	if err != nil {
-		writeProblem(w, p)
+		writeProblem(w, err)
 		return
 	}
 	left := int64(res.ExpiresAt.Sub(a.now()) / time.Second)
@@ -155,14 +160,13 @@ func (a *API) streamTicket(w http.ResponseWriter, r *http.Request, c *client) {
 	}
 	var req streamTicketRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	tk, err := fs.Streams.Open(r.Context(), app, dingtalk.StreamRequest{Subscriptions: req.Subscriptions, UA: req.UA, LocalIP: req.LocalIP})
-	p := flowProblem(err)
-	a.audit(Event{Type: "stream_ticket", Client: c.name, App: app, Remote: r.RemoteAddr, Result: resultOf(err, p)})
+	a.audit(Event{Type: "stream_ticket", Client: c.name, App: app, Remote: r.RemoteAddr, Result: resultOf(err)})
 	if err != nil {
-		writeProblem(w, p)
+		writeProblem(w, err)
 		return
 	}
 	buf := []byte(`{"endpoint":`)
@@ -178,7 +182,7 @@ func (a *API) robotSend(w http.ResponseWriter, r *http.Request, c *client) {
 	name := r.PathValue("robot")
 	if !allowed(fs.perms[c.name].Robots, name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, Robot: name, Remote: r.RemoteAddr, Result: "forbidden"})
-		writeProblem(w, problem{status: http.StatusForbidden, code: codeForbidden, detail: "this client may not use this robot"})
+		writeProblem(w, errRobotForbidden)
 		return
 	}
 	if fs.Robots == nil {
@@ -189,43 +193,43 @@ func (a *API) robotSend(w http.ResponseWriter, r *http.Request, c *client) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeProblem(w, problemFor(&badRequestError{"body is larger than 64 KiB"}))
+			writeProblem(w, &badRequestError{"body is larger than 64 KiB"})
 			return
 		}
-		writeProblem(w, problemFor(&badRequestError{"body could not be read"}))
+		writeProblem(w, &badRequestError{"body could not be read"})
 		return
 	}
 	var probe map[string]json.RawMessage
 	if json.Unmarshal(body, &probe) != nil {
-		writeProblem(w, problemFor(&badRequestError{"body must be one JSON object, the message as DingTalk takes it"}))
+		writeProblem(w, &badRequestError{"body must be one JSON object, the message as DingTalk takes it"})
 		return
 	}
 	answer, err := fs.Robots.Send(r.Context(), name, body)
-	p := flowProblem(err)
 	if errors.Is(err, flowerr.ErrUnknown) {
-		p = problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such robot"}
+		err = errNoRobot
 	}
-	a.audit(Event{Type: "robot_send", Client: c.name, Robot: name, Remote: r.RemoteAddr, Result: resultOf(err, p)})
+	a.audit(Event{Type: "robot_send", Client: c.name, Robot: name, Remote: r.RemoteAddr, Result: resultOf(err)})
 	if err != nil {
-		writeProblem(w, p)
+		writeProblem(w, err)
 		return
 	}
 	writeJSON(w, answer)
 }
 
 // resultOf is the audit result of a flow: "ok" or the problem code.
-func resultOf(err error, p problem) string {
+func resultOf(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	return p.code
+	return problemFor(err).code
 }
 
 // codeInvalidGrant: DingTalk refused a user's code or refresh token.
 const codeInvalidGrant = "invalid_grant"
 
-// flowProblem maps the flows' errors to problems; anything else goes to problemFor.
-func flowProblem(err error) problem {
+// flowProblem maps the flows' errors to problems (problemFor asks it first); ok is false for any
+// other error.
+func flowProblem(err error) (p problem, ok bool) {
 	var (
 		bad  *flowerr.BadRequestError
 		ig   *flowerr.InvalidGrantError
@@ -234,28 +238,30 @@ func flowProblem(err error) problem {
 		rate *flowerr.RateLimitedError
 	)
 	switch {
-	case err == nil:
-		return problem{}
+	case errors.Is(err, errFlowForbidden), errors.Is(err, errRobotForbidden):
+		return problem{status: http.StatusForbidden, code: codeForbidden, detail: err.Error()}, true
+	case errors.Is(err, errFlowDisabled), errors.Is(err, errNoRobot):
+		return problem{status: http.StatusNotFound, code: codeNotFound, detail: err.Error()}, true
 	case errors.As(err, &bad):
-		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: bad.Msg}
+		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: bad.Msg}, true
 	case errors.Is(err, flowerr.ErrUnknown):
-		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "no such app"}
+		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "no such app"}, true
 	case errors.Is(err, flowerr.ErrUnsupported):
-		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "this app's type has no client id for this flow"}
+		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "this app's type has no client id for this flow"}, true
 	case errors.As(err, &ig):
 		return problem{status: http.StatusBadRequest, code: codeInvalidGrant,
-			detail: "DingTalk refused the code or refresh token (used, expired or unknown)", upstreamCode: ig.UpstreamCode}
+			detail: "DingTalk refused the code or refresh token (used, expired or unknown)", upstreamCode: ig.UpstreamCode}, true
 	case errors.As(err, &rej):
 		return problem{status: http.StatusBadGateway, code: codeUpstreamRejected,
-			detail: "DingTalk rejected the request: check the app's or robot's credentials", upstreamCode: rej.Upstream.Code}
+			detail: "DingTalk rejected the request: check the app's or robot's credentials", upstreamCode: rej.Upstream.Code}, true
 	case errors.As(err, &un):
 		p := problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable, detail: un.Reason, retryAfter: un.RetryAfter}
 		if un.Upstream != nil {
 			p.upstreamCode = un.Upstream.Code
 		}
-		return p
+		return p, true
 	case errors.As(err, &rate):
-		return problem{status: http.StatusTooManyRequests, code: codeRateLimited, detail: rate.Reason, retryAfter: rate.RetryAfter}
+		return problem{status: http.StatusTooManyRequests, code: codeRateLimited, detail: rate.Reason, retryAfter: rate.RetryAfter}, true
 	}
-	return problemFor(err)
+	return problem{}, false
 }
