@@ -188,9 +188,6 @@ func (s *Sender) Has(name string) bool {
 	return ok
 }
 
-// Metric returns tokend_robot_messages_total, for tests.
-func (s *Sender) Metric() *prometheus.CounterVec { return s.messages }
-
 // Sign returns DingTalk's robot signature for timestamp ms: base64 of HMAC-SHA256 keyed with secret
 // over timestamp + "\n" + secret. It is URL-encoded where it goes into the query.
 func Sign(secret string, timestampMs int64) string {
