@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -45,7 +46,7 @@ robots:
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr, stop := started(t, []string{"-config", d.path}, d.getenv)
+	stdout, stderr, stop, reload := startedReloadable(t, []string{"-config", d.path}, d.getenv)
 	api := "http://" + stderr.await(t, apiAddr)
 	ops := "http://" + stderr.await(t, opsAddr)
 	d.await(t, ops+"/readyz", "", http.StatusOK)
@@ -100,6 +101,28 @@ robots:
 	// not count; tokend's windows are per configured robot.
 	if sent != 20 || limited != 1 || d.fake.FlowCalls().RobotBlocked != 0 {
 		t.Errorf("pager: %d sent, %d refused, blocked %d times", sent, limited, d.fake.FlowCalls().RobotBlocked)
+	}
+
+	// Robots reload like apps: a robot added to the file is there after the reload, its token read
+	// from its file.
+	if st, _, _ := d.call(t, "POST", api+"/v1/robots/late/send", narrowKey, msg); st != 404 {
+		t.Errorf("a robot not yet configured: %d, want 404", st)
+	}
+	d.secrets["late-token"] = "ROBOT-token-late-2b3c4d5e6f"
+	d.fake.AddRobot(d.secrets["late-token"], "")
+	d.writeSecret(t, "late.token", d.secrets["late-token"])
+	f, err = os.OpenFile(d.path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "  - name: late\n    access_token_file: %s\n", filepath.Join(d.dir, "late.token"))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reload()
+	stderr.await(t, regexp.MustCompile(`configuration reloaded`))
+	if st, _, body := d.call(t, "POST", api+"/v1/robots/late/send", narrowKey, msg); st != 200 {
+		t.Errorf("the reloaded robot: %d %s", st, body)
 	}
 
 	_, _, metrics := d.call(t, "GET", ops+"/metrics", "", "")
