@@ -106,7 +106,8 @@ type Envelope struct {
 
 // LegacyFailure returns the failure a legacy envelope reports: nil when errcode is absent, null or
 // 0, a *Failure (with Status 0) for any other errcode, and an error wrapping ErrMalformed when errcode
-// or sub_code is neither a string nor a whole number.
+// is neither a string nor a whole number. A sub_code that is not a code is left out: the errcode
+// alone still says the call failed.
 func (e *Envelope) LegacyFailure() (*Failure, error) {
 	code, ok := ParseCode(e.ErrCode)
 	if !ok {
@@ -115,10 +116,7 @@ func (e *Envelope) LegacyFailure() (*Failure, error) {
 	if code == "" || code == "0" {
 		return nil, nil
 	}
-	sub, ok := ParseCode(e.SubCode)
-	if !ok {
-		return nil, fmt.Errorf("legacy sub_code is not a code: %w", ErrMalformed)
-	}
+	sub, _ := ParseCode(e.SubCode)
 	return &Failure{Code: code, SubCode: sub, Message: e.ErrMsg}, nil
 }
 

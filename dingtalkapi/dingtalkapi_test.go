@@ -74,7 +74,7 @@ func TestParse(t *testing.T) {
 		{"legacy errcode on a 5xx", 500, `{"errcode":-1,"errmsg":"busy"}`,
 			fail(Failure{Code: "-1", Message: "busy"}), bad, fail(Failure{Code: "-1", Message: "busy", Status: 500})},
 		{"legacy bad errcode", 200, `{"errcode":{"a":1}}`, bad, ok, bad},
-		{"legacy bad sub_code", 200, `{"errcode":88,"sub_code":[1]}`, bad, ok, bad},
+		{"legacy bad sub_code", 200, `{"errcode":88,"sub_code":[1]}`, fail(Failure{Code: "88"}), ok, fail(Failure{Code: "88", Status: 200})},
 		{"new ok", 200, `{"accessToken":"x","expireIn":7200}`, bad, ok, ok},
 		{"new ok array", 200, `[1,2]`, bad, ok, ok},
 		{"new ok empty", 204, ``, bad, ok, ok},

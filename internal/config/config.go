@@ -2,8 +2,11 @@
 //
 // The file format is the one in the contract (see config.example.yaml at the repository root). Parsing is
 // strict: an unknown key anywhere is an error, and every problem found is reported at once, each with the
-// path of the field it concerns (for example apps[1].client_secret_file). Secrets are resolved from files,
-// environment variables or literal values while parsing and never appear in any error.
+// path of the field it concerns and the value found there (for example
+// apps[0].type: "nosuch" is not one of dingtalk, dingtalk_corp). Secrets are resolved from files,
+// environment variables or literal values while parsing and never appear in any error; neither do key
+// hashes, the password, query or fragment of a URL, nor a value that looks like a credential pasted on
+// the wrong line (its length is given instead).
 package config
 
 import (

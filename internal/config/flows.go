@@ -52,10 +52,10 @@ func (c *checker) flows(raw *rawConfig, cfg *Config) {
 		case rr.Name == "":
 			c.add(path+".name", "is required")
 		case !appNameRE.MatchString(rr.Name):
-			c.addf(path+".name", "%q must match [a-z0-9][a-z0-9_-]{0,63}", rr.Name)
+			c.addf(path+".name", "%s must match [a-z0-9][a-z0-9_-]{0,63}", shown(rr.Name))
 		default:
 			if j, dup := robots[rr.Name]; dup {
-				c.addf(path+".name", "duplicate robot name %q (also robots[%d])", rr.Name, j)
+				c.addf(path+".name", "duplicate robot name %s (also robots[%d])", shown(rr.Name), j)
 			} else {
 				robots[rr.Name] = i
 			}
@@ -109,7 +109,7 @@ func (c *checker) permissions(path string, list []string, known map[string]int, 
 			}
 		default:
 			if _, ok := known[n]; !ok && !c.isBad(section) {
-				c.addf(p, "unknown %s %q", what, n)
+				c.addf(p, "unknown %s %s", what, shown(n))
 			}
 		}
 		if j, dup := seen[n]; dup {

@@ -28,6 +28,9 @@ const (
 	Legacy API = "legacy"
 )
 
+// String returns the API as written in the configuration ("v1", "legacy").
+func (a API) String() string { return string(a) }
+
 // App is what the client needs to fetch an app's access token.
 type App struct {
 	Type AppType

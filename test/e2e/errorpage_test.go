@@ -69,11 +69,12 @@ func TestProxyErrorPage(t *testing.T) {
 
 	// The page goes away: the app is fetched again after its short back-off.
 	c.fake.clearFaults(t)
+	cleared := time.Now()
 	var last sample
 	eventuallyWhy(t, 3*s.retry+5*time.Second, page.name+" refreshed once the error page is gone", func() (bool, string) {
 		last = c.invalidate(t.Context(), c.replicas[1], page.name, revoked)
 		return last.ok() && last.value != revoked, last.describe()
 	})
-	t.Logf("summary: error page answered %d %s/%s retry_after=%s; other apps refreshed on both replicas; %s recovered at %s",
-		met.status, met.code, met.upstreamCode, met.retryAfter, page.name, last.end.Format("15:04:05.000"))
+	t.Logf("summary: error page answered %d %s/%s retry_after=%ss; other apps refreshed on both replicas; %s refreshed %v after the page went away",
+		met.status, met.code, met.upstreamCode, met.retryAfter, page.name, last.end.Sub(cleared).Round(time.Millisecond))
 }
