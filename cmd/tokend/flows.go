@@ -40,7 +40,7 @@ type flows struct {
 
 func newFlows(cfg *config.Config, st broker.Store, up *dingtalk.Client, g gate, log *slog.Logger, reg prometheus.Registerer) (*flows, error) {
 	fst, ok := st.(flowStore)
-	if !ok {
+	if !ok || g == nil {
 		return nil, fmt.Errorf("store %T lacks the operations of user tokens and robots", st)
 	}
 	grants, err := grant.New(grant.Options{Store: fst, Gate: g, Upstream: up, Apps: grantApps(cfg),
@@ -112,12 +112,15 @@ func robots(cfg *config.Config) []robot.Robot {
 
 // interimGate stands in for the broker's Egress and ReportBan until they land (issue 10's broker
 // work): the flows' calls share a budget of interimEgressRPS per second through the store, and an IP
-// ban is the same store note the broker writes and obeys ("ipban", Unix ms of its end), so a ban met
+// ban is the same store note the broker writes and obeys ("ipban", ending with its time to live), so a ban met
 // by a robot send also pauses token refreshes and the other way round. Replace it with the broker.
 type interimGate struct {
-	store broker.Store
-	now   func() time.Time
-	log   *slog.Logger
+	store interface {
+		broker.Store
+		robot.Store
+	}
+	now func() time.Time
+	log *slog.Logger
 }
 
 const (
@@ -129,13 +132,9 @@ const (
 func (g *interimGate) Egress(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	v, ok, err := g.store.GetNote(sctx, interimBanNote)
-	if err == nil && ok {
-		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil {
-			if left := time.UnixMilli(ms).Sub(g.now()); left > 0 {
-				return &flowerr.UnavailableError{RetryAfter: left, Reason: "dingtalk blocks this egress ip"}
-			}
-		}
+	// The note's time to live is the ban's end by the store's clock, whatever its value says.
+	if _, left, ok, err := g.store.NoteTTL(sctx, interimBanNote); err == nil && ok && left > 0 {
+		return &flowerr.UnavailableError{RetryAfter: left, Reason: "dingtalk blocks this egress ip"}
 	}
 	wait, err := g.store.Spend(sctx, interimBudget, interimEgressRPS, time.Second)
 	if err != nil {
@@ -155,4 +154,17 @@ func (g *interimGate) ReportBan(ctx context.Context) {
 		g.log.Warn("ip ban: store unavailable; other replicas learn of it on their own calls", "err", err)
 	}
 	g.log.Error("dingtalk blocks this egress ip: calls paused on every replica", "for", flowerr.BanPause)
+}
+
+// newInterimGate returns the interim gate on st, or nil when st lacks the operations it needs (then
+// newFlows reports it).
+func newInterimGate(st broker.Store, log *slog.Logger) gate {
+	fst, ok := st.(interface {
+		broker.Store
+		robot.Store
+	})
+	if !ok {
+		return nil
+	}
+	return &interimGate{store: fst, now: time.Now, log: log}
 }

@@ -164,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
-	fl, err := newFlows(cfg, st, up, &interimGate{store: st, now: time.Now, log: log}, log, reg)
+	fl, err := newFlows(cfg, st, up, newInterimGate(st, log), log, reg)
 	if err != nil {
 		return err
 	}
