@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,7 +124,20 @@ type Exchanger struct {
 	exchange *prometheus.CounterVec
 
 	apps atomic.Pointer[map[string]*appKeys]
+
+	// local holds this replica's own results too, so that a retry is still answered without
+	// DingTalk while the store is unreachable.
+	mu    sync.Mutex
+	local map[string]localHeld
 }
+
+type localHeld struct {
+	h       held
+	expires time.Time
+}
+
+// maxLocal bounds the results held in memory; logins arrive at human rates, far below it.
+const maxLocal = 10000
 
 // appKeys is an app with the keys derived from its secret.
 type appKeys struct {
@@ -140,7 +154,8 @@ func New(opts Options) (*Exchanger, error) {
 	var id [12]byte
 	_, _ = rand.Read(id[:])
 	x := &Exchanger{store: opts.Store, gate: opts.Gate, up: opts.Upstream, timeout: opts.Timeout, hold: opts.Hold,
-		poll: opts.Poll, storeTO: opts.StoreTimeout, now: opts.Now, log: opts.Logger, owner: hex.EncodeToString(id[:])}
+		poll: opts.Poll, storeTO: opts.StoreTimeout, now: opts.Now, log: opts.Logger, owner: hex.EncodeToString(id[:]),
+		local: map[string]localHeld{}}
 	if x.timeout <= 0 {
 		x.timeout = 10 * time.Second
 	}
@@ -313,6 +328,9 @@ func (x *Exchanger) coordinate(ctx context.Context, a *appKeys, name string, g d
 		if err != nil {
 			x.log.Warn("user token: store unavailable; exchanging without cross-replica dedupe", "app", a.Name, "err", err)
 			h, err := x.call(ctx, a, g)
+			if err == nil {
+				x.writeLocal(name, h)
+			}
 			return outcome{held: h}, err
 		}
 		if locked {
@@ -371,8 +389,12 @@ func (x *Exchanger) call(ctx context.Context, a *appKeys, g dingtalk.UserGrant) 
 	return held{}, out
 }
 
-// read returns the held result called name, if there is one that opens.
+// read returns the held result called name, if there is one that opens: this replica's own, or one
+// in the store.
 func (x *Exchanger) read(ctx context.Context, a *appKeys, name string) (held, bool) {
+	if h, ok := x.readLocal(name); ok {
+		return h, true
+	}
 	sctx, cancel := context.WithTimeout(ctx, x.storeTO)
 	defer cancel()
 	v, ok, err := x.store.GetNote(sctx, name)
@@ -396,8 +418,35 @@ func (x *Exchanger) read(ctx context.Context, a *appKeys, name string) (held, bo
 	return h, true
 }
 
-// write seals h and keeps it for Hold.
+func (x *Exchanger) readLocal(name string) (held, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	l, ok := x.local[name]
+	if !ok || !x.now().Before(l.expires) {
+		return held{}, false
+	}
+	return l.h, true
+}
+
+func (x *Exchanger) writeLocal(name string, h held) {
+	now := x.now()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.local) >= maxLocal {
+		for k, l := range x.local {
+			if !now.Before(l.expires) {
+				delete(x.local, k)
+			}
+		}
+	}
+	if len(x.local) < maxLocal {
+		x.local[name] = localHeld{h: h, expires: now.Add(x.hold)}
+	}
+}
+
+// write keeps h for Hold: in this replica, and sealed in the store for the others.
 func (x *Exchanger) write(ctx context.Context, a *appKeys, name string, h held) {
+	x.writeLocal(name, h)
 	plain, err := json.Marshal(h)
 	if err != nil {
 		return

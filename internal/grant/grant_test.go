@@ -320,3 +320,36 @@ func TestTheStoreLearnsNothing(t *testing.T) {
 		}
 	}
 }
+
+// downStore is a store that cannot be reached.
+type downStore struct{}
+
+var errDown = errors.New("store unreachable")
+
+func (downStore) TryLockName(context.Context, string, string, time.Duration) (bool, error) {
+	return false, errDown
+}
+func (downStore) UnlockName(context.Context, string, string) error { return errDown }
+func (downStore) GetNote(context.Context, string) (string, bool, error) {
+	return "", false, errDown
+}
+func (downStore) SetNote(context.Context, string, string, time.Duration) error { return errDown }
+
+func TestWithoutTheStoreARetryIsStillAnsweredHere(t *testing.T) {
+	c := &clock{now: time.Now()}
+	dt := newDingTalk("code-1")
+	x := newExchanger(t, downStore{}, dt, c.Now)
+	first, _, err := x.Exchange(t.Context(), "crm", dingtalk.UserGrant{Code: "code-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, replayed, err := x.Exchange(t.Context(), "crm", dingtalk.UserGrant{Code: "code-1"})
+	if err != nil || again != first || !replayed || dt.calls.Load() != 1 {
+		t.Fatalf("retry: %v, same %v, replayed %v, calls %d", err, again == first, replayed, dt.calls.Load())
+	}
+	c.Advance(grant.DefaultHold)
+	var ig *flowerr.InvalidGrantError
+	if _, _, err := x.Exchange(t.Context(), "crm", dingtalk.UserGrant{Code: "code-1"}); !errors.As(err, &ig) || dt.calls.Load() != 2 {
+		t.Fatalf("after 5 min: %v, calls %d", err, dt.calls.Load())
+	}
+}
