@@ -45,6 +45,7 @@ func Allowed(list []string, name string) bool {
 // flows validates robots: and the clients' user_tokens, streams and robots permissions.
 func (c *checker) flows(raw *rawConfig, cfg *Config) {
 	robots := make(map[string]int)
+	tokens := make(map[string]int)
 	for i, rr := range raw.Robots {
 		path := fmt.Sprintf("robots[%d]", i)
 		r := Robot{Name: rr.Name}
@@ -65,6 +66,14 @@ func (c *checker) flows(raw *rawConfig, cfg *Config) {
 			{"access_token_env", rr.AccessTokenEnv},
 			{"access_token", rr.AccessToken},
 		})
+		if r.AccessToken != "" {
+			// DingTalk's 20 messages a minute are per webhook, and tokend counts per robot entry.
+			if j, dup := tokens[r.AccessToken]; dup {
+				c.addf(path, "same webhook access token as robots[%d]: one entry per webhook", j)
+			} else {
+				tokens[r.AccessToken] = i
+			}
+		}
 		signing := []secretSource{{"secret_file", rr.SecretFile}, {"secret_env", rr.SecretEnv}, {"secret", rr.Secret}}
 		for _, s := range signing {
 			if s.val != nil {

@@ -67,6 +67,10 @@ func TestFlowsProblems(t *testing.T) {
 			"robots[0].name", `"Alerts!" must match`},
 		"duplicate name": {func(m map[string]any) { robotAt(m, 1)["name"] = "alerts" },
 			"robots[1].name", `duplicate robot name "alerts"`},
+		"same webhook": {func(m map[string]any) {
+			delete(robotAt(m, 1), "access_token")
+			robotAt(m, 1)["access_token_env"] = "CRM_SECRET"
+		}, "robots[1]", "same webhook access token as robots[0]"},
 		"unknown key": {func(m map[string]any) { robotAt(m, 0)["webhook"] = "x" },
 			"robots[0].webhook", "unknown key"},
 		"no permissions at all": {func(m map[string]any) { delete(client(m, 1), "robots") },
