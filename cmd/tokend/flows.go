@@ -133,7 +133,7 @@ func (g *interimGate) Egress(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	// The note's time to live is the ban's end by the store's clock, whatever its value says.
-	if _, left, ok, err := g.store.NoteTTL(sctx, interimBanNote); err == nil && ok && left > 0 {
+	if _, left, ok, err := g.store.GetNote(sctx, interimBanNote); err == nil && ok && left > 0 {
 		return &flowerr.UnavailableError{RetryAfter: left, Reason: "dingtalk blocks this egress ip"}
 	}
 	wait, err := g.store.Spend(sctx, interimBudget, interimEgressRPS, time.Second)

@@ -43,7 +43,7 @@ const DefaultHold = 5 * time.Minute
 type Store interface {
 	TryLockName(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	UnlockName(ctx context.Context, name, owner string) error
-	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
+	GetNote(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 }
 
@@ -397,7 +397,7 @@ func (x *Exchanger) read(ctx context.Context, a *appKeys, name string) (held, bo
 	}
 	sctx, cancel := context.WithTimeout(ctx, x.storeTO)
 	defer cancel()
-	v, ok, err := x.store.GetNote(sctx, name)
+	v, _, ok, err := x.store.GetNote(sctx, name)
 	if err != nil || !ok {
 		return held{}, false
 	}

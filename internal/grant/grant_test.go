@@ -109,7 +109,7 @@ type countingStore struct {
 	once *sync.Once
 }
 
-func (s *countingStore) GetNote(ctx context.Context, name string) (string, bool, error) {
+func (s *countingStore) GetNote(ctx context.Context, name string) (string, time.Duration, bool, error) {
 	if s.gets.Add(1) >= s.want {
 		s.once.Do(func() { close(s.seen) })
 	}
@@ -330,8 +330,8 @@ func (downStore) TryLockName(context.Context, string, string, time.Duration) (bo
 	return false, errDown
 }
 func (downStore) UnlockName(context.Context, string, string) error { return errDown }
-func (downStore) GetNote(context.Context, string) (string, bool, error) {
-	return "", false, errDown
+func (downStore) GetNote(context.Context, string) (string, time.Duration, bool, error) {
+	return "", 0, false, errDown
 }
 func (downStore) SetNote(context.Context, string, string, time.Duration) error { return errDown }
 

@@ -9,20 +9,18 @@ import (
 )
 
 // Handler returns the client API. Every route requires a bearer key; every response is no-store.
+// Unknown paths get 404, other methods on a known path 405 (see router.go).
 func (a *API) Handler() http.Handler {
-	r := chi.NewRouter()
-	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
-	r.Get("/v1/apps", a.authenticated(a.listApps))
-	r.Get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
-	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
-	r.Post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
-	r.Post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
-	r.Post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
-	r.Post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
-	r.Post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
-	return r
+	r := newRouter()
+	r.get("/v1/apps", a.authenticated(a.listApps))
+	r.get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
+	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
+	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
+	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
+	r.post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
+	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
+	return a.instrument(recoverPanics(a.log)(noStore(r)))
 }
 
 // OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,

@@ -45,8 +45,8 @@ type Store interface {
 	// TakeSlot takes a slot in a sliding window of limit per window, shared by every replica; it
 	// returns how long to wait when the window is full (nothing taken).
 	TakeSlot(ctx context.Context, name string, limit int, window time.Duration, id string) (time.Duration, error)
-	// NoteTTL returns a note and how long it has left.
-	NoteTTL(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
+	// GetNote returns a note and how long it has left, by the store's clock.
+	GetNote(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
 	// SetNote stores a note for ttl.
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 }
@@ -270,7 +270,7 @@ func (s *Sender) pausedFor(ctx context.Context, name string) time.Duration {
 	s.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, s.storeTO)
 	defer cancel()
-	_, ttl, ok, err := s.store.NoteTTL(sctx, s.pauseNote(name))
+	_, ttl, ok, err := s.store.GetNote(sctx, s.pauseNote(name))
 	if err != nil {
 		s.log.Warn("robot pause check: store unavailable; using this replica's view", "robot", name, "err", err)
 	} else if ok {

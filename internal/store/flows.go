@@ -10,7 +10,7 @@ import (
 )
 
 // The operations of this file serve the flows beyond tokens (user-token exchange, robots): a short
-// lock by name, a sliding-window counter, and the remaining life of a note. They behave the same on
+// lock by name and a sliding-window counter. They behave the same on
 // Memory (memory_flows.go) and Redis, which flows_test.go checks on memory, miniredis and a real
 // redis-server.
 
@@ -31,15 +31,6 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + w - now)
-`)
-
-// noteTTLScript returns {value, pttl} of the note KEYS[1], or {} when there is none.
-var noteTTLScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if not v then
-  return {}
-end
-return {v, redis.call('PTTL', KEYS[1])}
 `)
 
 // errEmptyID is returned by TakeSlot for an empty slot id.
@@ -113,32 +104,4 @@ func (s *Redis) TakeSlot(ctx context.Context, name string, limit int, window tim
 		return 0, fmt.Errorf("redis take slot: reply: %w", errMalformed)
 	}
 	return time.Duration(wait) * time.Millisecond, nil
-}
-
-// NoteTTL returns the note called name and how long it has left by the Redis server's clock; ok is
-// false when there is none.
-func (s *Redis) NoteTTL(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return "", 0, false, err
-	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	vals, err := noteTTLScript.Run(ctx, s.c, []string{s.noteKey(name)}).Slice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		s.failed(err)
-		return "", 0, false, fmt.Errorf("redis note ttl: %w", err)
-	}
-	if len(vals) == 0 {
-		return "", 0, false, nil
-	}
-	v, vok := vals[0].(string)
-	ms, mok := vals[1].(int64)
-	if len(vals) != 2 || !vok || !mok {
-		return "", 0, false, fmt.Errorf("redis note ttl: reply: %w", errMalformed)
-	}
-	if ms < 0 {
-		// -1: a note without expiry (never written by SetNote); -2 cannot happen after GET in a script.
-		ms = 0
-	}
-	return v, time.Duration(ms) * time.Millisecond, true, nil
 }

@@ -19,8 +19,6 @@ type flowStore interface {
 	TryLockName(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	UnlockName(ctx context.Context, name, owner string) error
 	TakeSlot(ctx context.Context, name string, limit int, window time.Duration, id string) (time.Duration, error)
-	NoteTTL(ctx context.Context, name string) (string, time.Duration, bool, error)
-	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 }
 
 var (
@@ -196,30 +194,6 @@ func runFlowContract(t *testing.T, open func(*testing.T) flowHarness) {
 		// Now slots at 10, 20, 60: the next frees at 70 s. A refusal took nothing.
 		if w := take(h.B); w != 10*time.Second {
 			t.Fatalf("wait = %v, want 10s", w)
-		}
-	})
-	t.Run("NoteTTL", func(t *testing.T) {
-		h := open(t)
-		ctx := t.Context()
-		if _, _, ok, err := h.A.NoteTTL(ctx, "pause"); err != nil || ok {
-			t.Fatalf("missing note: ok %v, err %v", ok, err)
-		}
-		if err := h.A.SetNote(ctx, "pause", "410100", 10*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		v, ttl, ok, err := h.B.NoteTTL(ctx, "pause")
-		if err != nil || !ok || v != "410100" || ttl <= 9*time.Minute || ttl > 10*time.Minute {
-			t.Fatalf("NoteTTL = %q, %v, %v, %v", v, ttl, ok, err)
-		}
-		if h.Advance != nil {
-			h.Advance(4 * time.Minute)
-			if _, ttl, _, _ := h.B.NoteTTL(ctx, "pause"); ttl != 6*time.Minute {
-				t.Fatalf("ttl after 4 min = %v, want 6m", ttl)
-			}
-			h.Advance(6 * time.Minute)
-			if _, _, ok, _ := h.B.NoteTTL(ctx, "pause"); ok {
-				t.Fatal("the note outlived its ttl")
-			}
 		}
 	})
 }

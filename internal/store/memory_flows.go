@@ -82,19 +82,3 @@ func (m *Memory) TakeSlot(ctx context.Context, name string, limit int, window ti
 	m.flows.windows[name] = append(slots, now)
 	return 0, nil
 }
-
-// NoteTTL returns the note called name and how long it has left by m's clock; ok is false when
-// there is none or it expired.
-func (m *Memory) NoteTTL(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return "", 0, false, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n, found := m.notes[name]
-	now := m.now()
-	if !found || !now.Before(n.expiresAt) {
-		return "", 0, false, nil
-	}
-	return n.value, n.expiresAt.Sub(now), true, nil
-}
