@@ -23,6 +23,8 @@ import (
 type flowsCluster struct {
 	*cluster
 	robotToken, robotSecret string
+	// sharedToken is a robot's webhook that something besides tokend also posts to.
+	sharedToken string
 
 	mu     sync.Mutex
 	values map[string]string // what → value: codes, user tokens, refresh tokens, Stream tickets
@@ -48,8 +50,9 @@ func startFlowsCluster(t *testing.T) *flowsCluster {
 	c.clientKey = key
 	t.Cleanup(c.checkLogs)
 	fc := &flowsCluster{cluster: c, robotToken: "e2e-robot-token-" + randomHex(t, 12), robotSecret: "SECe2e" + randomHex(t, 24),
-		values: map[string]string{}}
+		sharedToken: "e2e-shared-robot-" + randomHex(t, 12), values: map[string]string{}}
 	c.fake.do(t, http.MethodPost, "robots", map[string]any{"token": fc.robotToken, "secret": fc.robotSecret}, nil)
+	c.fake.do(t, http.MethodPost, "robots", map[string]any{"token": fc.sharedToken}, nil)
 	// Registered before the replicas start: it runs after they were stopped (their logs complete)
 	// and before checkLogs, while the fake and Redis still answer.
 	t.Cleanup(fc.checkLeaks)
@@ -61,8 +64,9 @@ func startFlowsCluster(t *testing.T) *flowsCluster {
 	}
 	// The client (the last entry written) gets every flow; the robot's secrets come from the
 	// environment-free literal keys, as the other secrets of the file do.
-	fmt.Fprintf(f, "    user_tokens: [\"*\"]\n    streams: [app0]\n    robots: [alerts]\n")
+	fmt.Fprintf(f, "    user_tokens: [\"*\"]\n    streams: [app0]\n    robots: [alerts, shared]\n")
 	fmt.Fprintf(f, "robots:\n  - name: alerts\n    access_token: %s\n    secret: %s\n", fc.robotToken, fc.robotSecret)
+	fmt.Fprintf(f, "  - name: shared\n    access_token: %s\n", fc.sharedToken)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +84,7 @@ func startFlowsCluster(t *testing.T) *flowsCluster {
 func (fc *flowsCluster) secrets() map[string]string {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	secrets := map[string]string{"the robot token": fc.robotToken, "the robot secret": fc.robotSecret}
+	secrets := map[string]string{"the robot token": fc.robotToken, "the robot secret": fc.robotSecret, "the shared robot's token": fc.sharedToken}
 	for what, v := range fc.values {
 		secrets[what] = v
 	}
@@ -264,6 +268,43 @@ func TestFlowsAcrossReplicas(t *testing.T) {
 		}
 		if sent != 20 || limited != 5 {
 			t.Fatalf("metrics: sent %v, rate_limited %v", sent, limited)
+		}
+	})
+
+	t.Run("ABlockedRobotIsPausedOnEveryReplica", func(t *testing.T) {
+		defer fc.use(t)()
+		// Something else posts 20 messages through the shared webhook within the minute: DingTalk
+		// blocks tokend's next one, and tokend pauses the robot everywhere.
+		for i := range 20 {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, fc.fake.base+"/robot/send?access_token="+fc.sharedToken,
+				strings.NewReader(`{"msgtype":"text","text":{"content":"from elsewhere"}}`))
+			resp, err := fc.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("direct post %d: %d", i, resp.StatusCode)
+			}
+		}
+		before := fc.flowCalls()
+		msg := `{"msgtype":"text","text":{"content":"from tokend"}}`
+		st, h, doc := fc.post(fc.replicas[0], "/v1/robots/shared/send", msg)
+		if st != http.StatusServiceUnavailable || doc["upstream_code"] != "410100" || h.Get("Retry-After") != "600" {
+			t.Fatalf("the blocked send: %d %v, Retry-After %q", st, doc, h.Get("Retry-After"))
+		}
+		for _, r := range fc.replicas {
+			st, h, doc := fc.post(r, "/v1/robots/shared/send", msg)
+			if st != http.StatusServiceUnavailable || doc["code"] != "upstream_unavailable" || h.Get("Retry-After") == "" {
+				t.Fatalf("replica %d during the pause: %d %v", r.i, st, doc)
+			}
+		}
+		if n := fc.flowCalls().RobotSend - before.RobotSend; n != 1 {
+			t.Fatalf("DingTalk received %d sends for the shared robot, want 1 (then the pause)", n)
+		}
+		// The other robot is not paused.
+		if st, _, _ := fc.post(fc.replicas[1], "/v1/robots/alerts/send", msg); st == http.StatusServiceUnavailable {
+			t.Fatal("the pause of one robot stopped another")
 		}
 	})
 
