@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coder/websocket"
+
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/dingtalk"
@@ -16,7 +18,7 @@ import (
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/robot"
 	"github.com/tokend/tokend/internal/store"
-	"github.com/tokend/tokend/internal/stream"
+	"github.com/tokend/tokend/internal/streamticket"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -51,7 +53,7 @@ func startFlowsTokend(t *testing.T) (*Client, *fakedingtalk.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := stream.New(stream.Options{Gate: openGate{}, Upstream: up, Apps: []stream.App{{Name: appCRM, Cred: cred, Supported: true}}})
+	s, err := streamticket.New(streamticket.Options{Gate: openGate{}, Upstream: up, Apps: []streamticket.App{{Name: appCRM, Cred: cred, Supported: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +113,17 @@ func TestStreamTicketURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, err := tk.URL()
-	if err != nil || !strings.HasPrefix(u, "wss://") || !strings.HasSuffix(u, "?ticket="+tk.Ticket) {
+	if err != nil || !strings.HasPrefix(u, "ws://") || !strings.HasSuffix(u, "?ticket="+tk.Ticket) {
 		t.Fatalf("URL %q, %v", u, err)
+	}
+	// The ticket opens a connection to the (fake) gateway, as the README shows, once only.
+	conn, _, err := websocket.Dial(t.Context(), u, nil)
+	if err != nil {
+		t.Fatalf("dial the stream endpoint: %v", err)
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
+	if _, _, err := websocket.Dial(t.Context(), u, nil); err == nil {
+		t.Fatal("a ticket opened a second connection")
 	}
 	if _, err := c.StreamTicket(t.Context(), appCRM, nil, ""); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("no subscriptions: %v", err)

@@ -26,6 +26,8 @@ FUZZ_TARGETS="
 ./internal/httpapi FuzzHandler
 ./internal/dingtalk FuzzParse
 ./internal/dingtalk FuzzScrub
+./internal/callback FuzzOpen
+./internal/suite FuzzReceive
 "
 
 step() { printf '\n== %s\n' "$*"; }

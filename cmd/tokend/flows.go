@@ -16,7 +16,7 @@ import (
 	"github.com/tokend/tokend/internal/grant"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/robot"
-	"github.com/tokend/tokend/internal/stream"
+	"github.com/tokend/tokend/internal/streamticket"
 )
 
 // flowStore is what the flows need of the store; store.Memory and store.Redis implement it.
@@ -34,7 +34,7 @@ type gate interface {
 // flows are the services behind the user_token, stream_ticket and robots routes.
 type flows struct {
 	grants  *grant.Exchanger
-	streams *stream.Tickets
+	streams *streamticket.Tickets
 	robots  *robot.Sender
 }
 
@@ -48,7 +48,7 @@ func newFlows(cfg *config.Config, st broker.Store, up *dingtalk.Client, g gate, 
 	if err != nil {
 		return nil, err
 	}
-	streams, err := stream.New(stream.Options{Gate: g, Upstream: up, Apps: streamApps(cfg), Timeout: cfg.Upstream.Timeout, Registerer: reg})
+	streams, err := streamticket.New(streamticket.Options{Gate: g, Upstream: up, Apps: streamApps(cfg), Timeout: cfg.Upstream.Timeout, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +93,11 @@ func grantApps(cfg *config.Config) []grant.App {
 	return out
 }
 
-func streamApps(cfg *config.Config) []stream.App {
-	out := make([]stream.App, 0, len(cfg.Apps))
+func streamApps(cfg *config.Config) []streamticket.App {
+	out := make([]streamticket.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
 		cred, ok := clientCred(a)
-		out = append(out, stream.App{Name: a.Name, Cred: cred, Supported: ok})
+		out = append(out, streamticket.App{Name: a.Name, Cred: cred, Supported: ok})
 	}
 	return out
 }

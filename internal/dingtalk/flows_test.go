@@ -90,7 +90,7 @@ func TestOpenConnection(t *testing.T) {
 	app := dingtalk.App{Type: dingtalk.Internal, Key: "dingapp", Secret: "app-secret-123"}
 	req := dingtalk.StreamRequest{Subscriptions: []dingtalk.Subscription{{Type: "EVENT", Topic: "*"}}, UA: "svc/1.0"}
 	tk, err := c.OpenConnection(t.Context(), app, req)
-	if err != nil || !strings.HasPrefix(tk.Endpoint, "wss://") || !strings.HasPrefix(tk.Ticket, fakedingtalk.StreamTicketPrefix) {
+	if err != nil || !strings.HasPrefix(tk.Endpoint, "ws://") || !strings.HasPrefix(tk.Ticket, fakedingtalk.StreamTicketPrefix) {
 		t.Fatalf("ticket %+v, %v", tk, err)
 	}
 	app.Secret = "nope"

@@ -124,8 +124,8 @@ type Server struct {
 	byValue map[string]*Issued
 	ips     map[string]*ipState
 	changed chan struct{} // closed and replaced at every state change
-
-	flows flowState // user tokens, Stream tickets, robots (flows.go); its own lock
+	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
+	flows   flowState     // user tokens, Stream tickets, robots (flows.go); its own lock
 }
 
 // New returns a Server with no apps and no faults.

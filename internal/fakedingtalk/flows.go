@@ -21,6 +21,7 @@ import (
 //	                                    (code "invalidAuthCode" / "invalidRefreshToken": DingTalk's
 //	                                    exact names are unconfirmed; clients must accept any 4xx)
 //	POST /v1.0/gateway/connections/open {"clientId","clientSecret","subscriptions",…} → {"endpoint","ticket"}
+//	                                    for an internal app: a ticket of the fake's gateway (stream.go)
 //	POST /robot/send?access_token=…[&timestamp=…&sign=…]  a JSON message; HTTP 200 with errcode 0, or
 //	                                    300001 (unknown token), 400013 (robot disabled), 310000 (bad or
 //	                                    missing signature, timestamp more than 1 h off), 410100 (more than
@@ -83,7 +84,6 @@ type flowState struct {
 
 func (s *Server) flowRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1.0/oauth2/userAccessToken", s.userAccessToken)
-	mux.HandleFunc("POST /v1.0/gateway/connections/open", s.connectionsOpen)
 	mux.HandleFunc("POST /robot/send", s.robotSend)
 	mux.HandleFunc("POST /_fake/user_codes", func(w http.ResponseWriter, r *http.Request) {
 		var b struct {
@@ -243,33 +243,54 @@ func (s *Server) userAccessToken(w http.ResponseWriter, r *http.Request) {
 	}{newValue(UserTokenPrefix), rt, 7200, g.corp})
 }
 
-func (s *Server) connectionsOpen(w http.ResponseWriter, r *http.Request) {
+// isInternalApp reports whether key is the appKey of an internal app.
+func (s *Server) isInternalApp(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.apps[key]
+	return a != nil && !a.corp
+}
+
+// openAppStream answers a Stream connection open for an internal app: a ticket for the fake's own
+// gateway (stream.go), where the connection then behaves as a suite's does.
+func (s *Server) openAppStream(w http.ResponseWriter, r *http.Request, req streamOpenRequest) {
 	f := &s.flows
 	f.mu.Lock()
 	f.counts.Stream++
 	f.mu.Unlock()
 	s.touch()
-	var b struct {
-		ClientID      string `json:"clientId"`
-		ClientSecret  string `json:"clientSecret"`
-		Subscriptions []struct {
-			Type  string `json:"type"`
-			Topic string `json:"topic"`
-		} `json:"subscriptions"`
-	}
-	if !readJSON(w, r, &b) {
-		return
-	}
-	if !s.appSecretOK(b.ClientID, b.ClientSecret) {
+	if !s.appSecretOK(req.ClientID, req.ClientSecret) {
 		writeNewError(w, http.StatusBadRequest, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
 		return
 	}
-	if len(b.Subscriptions) == 0 {
+	if len(req.Subscriptions) == 0 {
 		writeNewError(w, http.StatusBadRequest, "invalidParameter", "subscriptions is mandatory")
 		return
 	}
-	writeJSON(w, newContentType, http.StatusOK, map[string]string{
-		"endpoint": "wss://" + r.Host + "/connect", "ticket": newValue(StreamTicketPrefix)})
+	events := false
+	for _, sub := range req.Subscriptions {
+		switch sub.Type {
+		case "EVENT":
+			events = true
+		case "SYSTEM", "CALLBACK":
+		default:
+			writeNewError(w, http.StatusBadRequest, "invalidParameter", "unknown subscription type")
+			return
+		}
+	}
+	ticket := newValue(StreamTicketPrefix)
+	s.mu.Lock()
+	g := &s.isv.gw
+	g.init()
+	g.tickets[ticket] = streamTicket{clientID: req.ClientID, events: events, expiresAt: s.now().Add(StreamTicketTTL)}
+	g.statsOf(req.ClientID).Opens++
+	s.notifyLocked()
+	s.mu.Unlock()
+	scheme := "ws"
+	if r.TLS != nil {
+		scheme = "wss"
+	}
+	writeJSON(w, newContentType, http.StatusOK, map[string]string{"endpoint": scheme + "://" + r.Host + StreamPath, "ticket": ticket})
 }
 
 func (s *Server) robotSend(w http.ResponseWriter, r *http.Request) {

@@ -28,6 +28,8 @@ func (s *Server) routes() *http.ServeMux {
 	// Legacy API (oapi.dingtalk.com).
 	mux.HandleFunc("GET /gettoken", s.legacyGetToken)
 	mux.HandleFunc("GET /get_jsapi_ticket", s.legacyGetJSAPITicket)
+	// Third-party suites, Stream gateway and their control API (isv_routes.go).
+	s.isvRoutes(mux)
 	// Control API.
 	s.controlRoutes(mux)
 	// User tokens, Stream tickets, robots, and their control routes.
@@ -74,6 +76,9 @@ func (s *Server) legacyGetToken(w http.ResponseWriter, r *http.Request) {
 // legacyGetJSAPITicket serves GET /get_jsapi_ticket?access_token=.
 func (s *Server) legacyGetJSAPITicket(w http.ResponseWriter, r *http.Request) {
 	value := r.URL.Query().Get("access_token")
+	if s.isvJSAPITicket(w, r, value) {
+		return
+	}
 	s.ticket(w, r, true, value)
 }
 

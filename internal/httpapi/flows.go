@@ -23,7 +23,7 @@ type Grants interface {
 	Exchange(ctx context.Context, app string, g dingtalk.UserGrant) (grant.Result, bool, error)
 }
 
-// StreamTickets opens DingTalk Stream connections. *stream.Tickets implements it.
+// StreamTickets opens DingTalk Stream connections. *streamticket.Tickets implements it.
 type StreamTickets interface {
 	Open(ctx context.Context, app string, r dingtalk.StreamRequest) (dingtalk.StreamTicket, error)
 }

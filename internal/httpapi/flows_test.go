@@ -16,7 +16,7 @@ import (
 	"github.com/tokend/tokend/internal/flowerr"
 	"github.com/tokend/tokend/internal/grant"
 	"github.com/tokend/tokend/internal/httpapi"
-	"github.com/tokend/tokend/internal/stream"
+	"github.com/tokend/tokend/internal/streamticket"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -35,7 +35,7 @@ func (s *stubGrants) Exchange(_ context.Context, app string, g dingtalk.UserGran
 type stubStreams struct{ err error }
 
 func (s *stubStreams) Open(_ context.Context, _ string, r dingtalk.StreamRequest) (dingtalk.StreamTicket, error) {
-	if err := stream.Validate(r); err != nil {
+	if err := streamticket.Validate(r); err != nil {
 		return dingtalk.StreamTicket{}, err
 	}
 	if s.err != nil {

@@ -42,7 +42,8 @@ type Memory struct {
 	notes   map[string]memEntry
 	budgets map[budgetKey]budget
 	subs    map[*memSub]struct{}
-	flows   memFlows // named locks and sliding windows (memory_flows.go)
+	isv     isvMemory // suite tickets and leases (isv.go)
+	flows   memFlows  // named locks and sliding windows (memory_flows.go)
 }
 
 // budgetKey names one budget; the window is part of it, as it is of the window number in Redis.

@@ -314,7 +314,7 @@ func TestFlowsAcrossReplicas(t *testing.T) {
 		body := `{"subscriptions":[{"type":"EVENT","topic":"*"},{"type":"CALLBACK","topic":"/v1.0/im/bot/messages/get"}],"ua":"e2e/1"}`
 		s1, _, a := fc.post(fc.replicas[0], "/v1/apps/app0/stream_ticket", body)
 		s2, _, b := fc.post(fc.replicas[0], "/v1/apps/app0/stream_ticket", body)
-		if s1 != 200 || s2 != 200 || a["ticket"] == b["ticket"] || !strings.HasPrefix(fmt.Sprint(a["endpoint"]), "wss://") {
+		if s1 != 200 || s2 != 200 || a["ticket"] == b["ticket"] || !strings.HasPrefix(fmt.Sprint(a["endpoint"]), "ws://") {
 			t.Fatalf("tickets: %d %d, distinct %v, endpoint %v", s1, s2, a["ticket"] != b["ticket"], a["endpoint"])
 		}
 		fc.remember("a stream ticket", fmt.Sprint(a["ticket"]))

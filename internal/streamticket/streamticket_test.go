@@ -1,4 +1,4 @@
-package stream_test
+package streamticket_test
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/fakedingtalk"
 	"github.com/tokend/tokend/internal/flowerr"
-	"github.com/tokend/tokend/internal/stream"
+	"github.com/tokend/tokend/internal/streamticket"
 )
 
-var _ stream.Upstream = (*dingtalk.Client)(nil)
+var _ streamticket.Upstream = (*dingtalk.Client)(nil)
 
 type gate struct {
 	refuse error
@@ -27,7 +27,7 @@ type gate struct {
 func (g *gate) Egress(context.Context) error { return g.refuse }
 func (g *gate) ReportBan(context.Context)    { g.bans.Add(1) }
 
-func setup(t *testing.T, g *gate) (*stream.Tickets, *fakedingtalk.Server, *prometheus.Registry) {
+func setup(t *testing.T, g *gate) (*streamticket.Tickets, *fakedingtalk.Server, *prometheus.Registry) {
 	t.Helper()
 	fake := fakedingtalk.New(fakedingtalk.Options{})
 	srv := httptest.NewServer(fake)
@@ -35,7 +35,7 @@ func setup(t *testing.T, g *gate) (*stream.Tickets, *fakedingtalk.Server, *prome
 	fake.AddApp("dingcrm", "crm-secret-1")
 	reg := prometheus.NewRegistry()
 	up := dingtalk.New(dingtalk.Options{APIBase: srv.URL, OAPIBase: srv.URL})
-	tk, err := stream.New(stream.Options{Gate: g, Upstream: up, Registerer: reg, Apps: []stream.App{
+	tk, err := streamticket.New(streamticket.Options{Gate: g, Upstream: up, Registerer: reg, Apps: []streamticket.App{
 		{Name: "crm", Cred: dingtalk.App{Type: dingtalk.Internal, Key: "dingcrm", Secret: "crm-secret-1"}, Supported: true},
 		{Name: "wrong", Cred: dingtalk.App{Type: dingtalk.Internal, Key: "dingcrm", Secret: "not-the-secret"}, Supported: true},
 		{Name: "org", Supported: false},
@@ -105,13 +105,13 @@ func TestValidate(t *testing.T) {
 		"topic ctrls": {Subscriptions: []dingtalk.Subscription{{Type: "SYSTEM", Topic: "\x00"}}},
 	} {
 		var bad *flowerr.BadRequestError
-		if err := stream.Validate(r); !errors.As(err, &bad) {
+		if err := streamticket.Validate(r); !errors.As(err, &bad) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	ok := dingtalk.StreamRequest{Subscriptions: append(many[:30], dingtalk.Subscription{Type: "CALLBACK", Topic: "/v1.0/im/bot/messages/get"},
 		dingtalk.Subscription{Type: "SYSTEM", Topic: "*"}), UA: "dingtalk-sdk-go/0.9", LocalIP: "10.0.0.1"}
-	if err := stream.Validate(ok); err != nil {
+	if err := streamticket.Validate(ok); err != nil {
 		t.Errorf("32 subscriptions: %v", err)
 	}
 }

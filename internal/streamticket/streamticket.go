@@ -1,7 +1,8 @@
-// Package stream obtains DingTalk Stream connection tickets for services, so that the app secret
-// opening a Stream connection needs stays in tokend. A ticket opens one connection and lives about
+// Package streamticket obtains DingTalk Stream connection tickets for services, so that the app
+// secret opening a Stream connection needs stays in tokend. (Package stream is tokend's own Stream
+// subscriber.) A ticket opens one connection and lives about
 // 90 seconds: tickets are never cached nor shared between callers.
-package stream
+package streamticket
 
 import (
 	"context"
@@ -72,7 +73,7 @@ type Tickets struct {
 // New returns Tickets.
 func New(opts Options) (*Tickets, error) {
 	if opts.Gate == nil || opts.Upstream == nil {
-		return nil, errors.New("stream: gate and upstream are required")
+		return nil, errors.New("streamticket: gate and upstream are required")
 	}
 	t := &Tickets{gate: opts.Gate, up: opts.Upstream, timeout: opts.Timeout}
 	if t.timeout <= 0 {
@@ -84,7 +85,7 @@ func New(opts Options) (*Tickets, error) {
 	}, []string{"app", "result"})
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(t.tickets); err != nil {
-			return nil, fmt.Errorf("stream: register metrics: %w", err)
+			return nil, fmt.Errorf("streamticket: register metrics: %w", err)
 		}
 	}
 	t.SetApps(opts.Apps)
