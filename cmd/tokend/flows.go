@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/dingtalk"
-	"github.com/tokend/tokend/internal/flowerr"
 	"github.com/tokend/tokend/internal/grant"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/robot"
@@ -25,7 +22,7 @@ type flowStore interface {
 	robot.Store
 }
 
-// gate is the egress budget and IP-ban pause the flows obey.
+// gate is the egress budget and IP-ban pause the flows obey: *broker.Broker's Egress and ReportBan.
 type gate interface {
 	Egress(ctx context.Context) error
 	ReportBan(ctx context.Context)
@@ -40,7 +37,7 @@ type flows struct {
 
 func newFlows(cfg *config.Config, st broker.Store, up *dingtalk.Client, g gate, log *slog.Logger, reg prometheus.Registerer) (*flows, error) {
 	fst, ok := st.(flowStore)
-	if !ok || g == nil {
+	if !ok {
 		return nil, fmt.Errorf("store %T lacks the operations of user tokens and robots", st)
 	}
 	grants, err := grant.New(grant.Options{Store: fst, Gate: g, Upstream: up, Apps: grantApps(cfg),
@@ -108,63 +105,4 @@ func robots(cfg *config.Config) []robot.Robot {
 		out = append(out, robot.Robot{Name: r.Name, AccessToken: r.AccessToken, Secret: r.Secret})
 	}
 	return out
-}
-
-// interimGate stands in for the broker's Egress and ReportBan until they land (issue 10's broker
-// work): the flows' calls share a budget of interimEgressRPS per second through the store, and an IP
-// ban is the same store note the broker writes and obeys ("ipban", ending with its time to live), so a ban met
-// by a robot send also pauses token refreshes and the other way round. Replace it with the broker.
-type interimGate struct {
-	store interface {
-		broker.Store
-		robot.Store
-	}
-	now func() time.Time
-	log *slog.Logger
-}
-
-const (
-	interimEgressRPS = 300 // proxy.max_rps's default
-	interimBanNote   = "ipban"
-	interimBudget    = "egress"
-)
-
-func (g *interimGate) Egress(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	// The note's time to live is the ban's end by the store's clock, whatever its value says.
-	if _, left, ok, err := g.store.GetNote(sctx, interimBanNote); err == nil && ok && left > 0 {
-		return &flowerr.UnavailableError{RetryAfter: left, Reason: "dingtalk blocks this egress ip"}
-	}
-	wait, err := g.store.Spend(sctx, interimBudget, interimEgressRPS, time.Second)
-	if err != nil {
-		return nil // the store is down: the flows' own limits still apply
-	}
-	if wait > 0 {
-		return &flowerr.RateLimitedError{RetryAfter: wait, Reason: "the shared budget of calls to DingTalk is spent"}
-	}
-	return nil
-}
-
-func (g *interimGate) ReportBan(ctx context.Context) {
-	sctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	until := g.now().Add(flowerr.BanPause)
-	if err := g.store.SetNote(sctx, interimBanNote, strconv.FormatInt(until.UnixMilli(), 10), flowerr.BanPause); err != nil {
-		g.log.Warn("ip ban: store unavailable; other replicas learn of it on their own calls", "err", err)
-	}
-	g.log.Error("dingtalk blocks this egress ip: calls paused on every replica", "for", flowerr.BanPause)
-}
-
-// newInterimGate returns the interim gate on st, or nil when st lacks the operations it needs (then
-// newFlows reports it).
-func newInterimGate(st broker.Store, log *slog.Logger) gate {
-	fst, ok := st.(interface {
-		broker.Store
-		robot.Store
-	})
-	if !ok {
-		return nil
-	}
-	return &interimGate{store: fst, now: time.Now, log: log}
 }

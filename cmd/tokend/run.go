@@ -165,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
-	fl, err := newFlows(cfg, st, up, newInterimGate(st, log), log, reg)
+	fl, err := newFlows(cfg, st, up, b, log, reg)
 	if err != nil {
 		return err
 	}
