@@ -28,6 +28,9 @@ func (a *auditLog) api(e httpapi.Event) {
 	if e.Corp != "" {
 		attrs = append(attrs, "corp", e.Corp)
 	}
+	if e.Robot != "" {
+		attrs = append(attrs, "robot", e.Robot)
+	}
 	if e.Fingerprint != "" {
 		attrs = append(attrs, "token_fingerprint", e.Fingerprint)
 	}

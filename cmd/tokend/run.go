@@ -114,6 +114,7 @@ type tokend struct {
 	audit  *auditLog
 	broker *broker.Broker
 	api    *httpapi.API
+	flows  *flows
 	certs  *tlsFiles // nil without TLS
 	// callbacks serves callback_listen (isv.go).
 	callbacks *callbacks
@@ -173,7 +174,14 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
-	t := &tokend{log: log, audit: audit, broker: b, api: api, callbacks: cbs}
+	fl, err := newFlows(cfg, st, up, b, log, reg)
+	if err != nil {
+		return err
+	}
+	if err := fl.apply(cfg, api); err != nil {
+		return err
+	}
+	t := &tokend{log: log, audit: audit, broker: b, api: api, flows: fl, callbacks: cbs}
 
 	apiLn, err := listen(cfg.Listen)
 	if err != nil {
@@ -374,7 +382,10 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 	}
 	t.broker.Reload(ctx, brokerApps(next))
 	t.api.SetConfig(apiApps(next), apiClients(next))
-	running.Apps, running.Clients = next.Apps, next.Clients
+	if err := t.flows.apply(next, t.api); err != nil {
+		t.log.Error("reload: user tokens and robots keep their previous configuration", "err", err.Error())
+	}
+	running.Apps, running.Clients, running.Robots = next.Apps, next.Clients, next.Robots
 	t.log.Info("configuration reloaded", "apps", len(next.Apps), "clients", len(next.Clients))
 	t.audit.reload("applied", len(next.Apps), len(next.Clients))
 }

@@ -74,6 +74,8 @@ type Config struct {
 	Debug   Debug // see debug.go
 	// CallbackListen is the host:port of the third-party apps' callback listener (isv.go); "" for none.
 	CallbackListen string
+	// Robots are the DingTalk group robots tokend sends through (flows.go), in file order.
+	Robots []Robot
 }
 
 // Log configures the process logger.
@@ -198,6 +200,11 @@ type Client struct {
 	// SuiteTickets names the third-party apps whose suite tickets the client may hand in; AllApps
 	// grants all of them (isv.go).
 	SuiteTickets []string
+	// UserTokens, Streams and Robots name the apps (robots) whose user tokens, Stream tickets (robot
+	// sends) the client may ask for; AllApps grants all. Empty: none (deny by default).
+	UserTokens []string
+	Streams    []string
+	Robots     []string
 }
 
 // Problem is one thing wrong with a configuration.

@@ -27,7 +27,8 @@ type rawConfig struct {
 	Clients   []rawClient `yaml:"clients"`
 	Debug     rawDebug    `yaml:"debug"`
 	// CallbackListen is the third-party apps' callback listener (isv.go).
-	CallbackListen string `yaml:"callback_listen"`
+	CallbackListen string     `yaml:"callback_listen"`
+	Robots         []rawRobot `yaml:"robots"`
 }
 
 type rawTLS struct {
@@ -106,6 +107,10 @@ type rawClient struct {
 	RateLimit *rawLimit `yaml:"rate_limit"`
 	// SuiteTickets names the apps whose suite tickets the client may hand in (isv.go).
 	SuiteTickets []string `yaml:"suite_tickets"`
+	// Part 2 permissions (flows.go).
+	UserTokens []string `yaml:"user_tokens"`
+	Streams    []string `yaml:"streams"`
+	Robots     []string `yaml:"robots"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded

@@ -94,6 +94,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
 	cfg.Clients = c.clients(raw.Clients, names, cfg.TLS, cfg.RateLimit)
 	c.isvTop(raw, cfg) // callback_listen and the clients' suite_tickets (isv.go)
+	c.flows(raw, cfg)  // robots and the clients' user_tokens, streams, robots (flows.go)
 	return cfg
 }
 
@@ -214,7 +215,7 @@ func (c *checker) clients(raw []rawClient, appNames map[string]int, t *TLS, defa
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		if len(rc.Apps) > 0 || len(rc.SuiteTickets) == 0 {
+		if len(rc.Apps) > 0 || (!rc.flowsOnly() && len(rc.SuiteTickets) == 0) {
 			cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
 		}
 		clients = append(clients, cl)

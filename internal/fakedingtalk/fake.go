@@ -125,6 +125,7 @@ type Server struct {
 	ips     map[string]*ipState
 	changed chan struct{} // closed and replaced at every state change
 	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
+	flows   flowState     // user tokens, Stream tickets, robots (flows.go); its own lock
 }
 
 // New returns a Server with no apps and no faults.

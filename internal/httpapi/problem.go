@@ -68,6 +68,9 @@ func problemFor(err error) problem {
 		spent       *broker.RateLimitedError
 		bad         *badRequestError
 	)
+	if p, ok := flowProblem(err); ok { // user tokens, Stream tickets, robots (flows.go)
+		return p
+	}
 	switch {
 	case errors.Is(err, errUnauthenticated):
 		return problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: err.Error()}

@@ -24,6 +24,9 @@ func (a *API) Handler() http.Handler {
 	r.post("/v1/apps/{app}/corps/{corp}/access_token/invalidate", a.authenticated(a.invalidateCorp))
 	r.get("/v1/apps/{app}/corps/{corp}/jsapi_ticket", a.authenticated(a.getCorpTicket))
 	r.post("/v1/apps/{app}/corps/{corp}/jsapi_signature", a.authenticated(a.corpSignature))
+	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
+	r.post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
+	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
 	return a.instrument(recoverPanics(a.log)(noStore(r)))
 }
 
