@@ -85,6 +85,10 @@ func grantApps(cfg *config.Config) []grant.App {
 	out := make([]grant.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
 		cred, ok := clientCred(a)
+		if s := a.Suite(); a.ISV != nil {
+			// A third-party app exchanges login codes with its suite key and secret.
+			cred, ok = dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: s.Key, Secret: s.Secret}, true
+		}
 		out = append(out, grant.App{Name: a.Name, Cred: cred, Supported: ok})
 	}
 	return out
