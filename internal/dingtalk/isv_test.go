@@ -144,3 +144,37 @@ func TestValidCorpID(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenSuiteStream(t *testing.T) {
+	srv, reqs := recorder(t, 200, `{"endpoint":"wss://gw.example/connect","ticket":"tkt-`+leakTicket[:5]+`"}`)
+	c := New(Options{APIBase: srv.URL})
+	ep, err := c.OpenSuiteStream(t.Context(), Suite{Key: "suitekey1", Secret: leakSecret}, "tokend/test")
+	if err != nil || ep.URL != "wss://gw.example/connect" || ep.Ticket == "" {
+		t.Fatalf("endpoint %+v, %v", ep, err)
+	}
+	r := <-reqs
+	var body struct {
+		ClientID      string `json:"clientId"`
+		ClientSecret  string `json:"clientSecret"`
+		Subscriptions []struct{ Type, Topic string }
+		UA            string `json:"ua"`
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || r.method != http.MethodPost || r.path != "/v1.0/gateway/connections/open" {
+		t.Fatalf("request %s %s %q: %v", r.method, r.path, r.body, err)
+	}
+	if body.ClientID != "suitekey1" || body.ClientSecret != leakSecret || len(body.Subscriptions) != 1 ||
+		body.Subscriptions[0].Type != "EVENT" || body.Subscriptions[0].Topic != "*" || body.UA != "tokend/test" {
+		t.Fatalf("body %+v", body)
+	}
+
+	bad, _ := recorder(t, 400, `{"code":"invalidClientIdOrSecret","message":"bad `+jsonEscaped(leakSecret)+`"}`)
+	_, err = New(Options{APIBase: bad.URL}).OpenSuiteStream(t.Context(), Suite{Key: "k", Secret: leakSecret}, "")
+	var de *Error
+	if !errors.As(err, &de) || de.Class != ClassCredentials || strings.Contains(err.Error(), leakSecret) {
+		t.Fatalf("refusal: %v", err)
+	}
+	empty, _ := recorder(t, 200, `{"endpoint":""}`)
+	if _, err := New(Options{APIBase: empty.URL}).OpenSuiteStream(t.Context(), Suite{Key: "k", Secret: "s"}, ""); !errors.As(err, &de) || de.Code != CodeBadResponse {
+		t.Fatalf("empty answer: %v", err)
+	}
+}
