@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
 	kind := fs.String("server", "default", "http.Server settings: `default` (Go's), timeouts (tokend's timeouts) or tokend (the timeouts on tokend's listener)")
+	pprofAddr := fs.String("pprof-listen", "", "`address` to serve net/http/pprof on (none by default), for profiling the baseline as tokend is")
 	// Each timeout overrides the preset's when given, to measure one protection apart.
 	rht := fs.Duration("read-header-timeout", -1, "override ReadHeaderTimeout (0: none)")
 	rt := fs.Duration("read-timeout", -1, "override ReadTimeout (0: none)")
@@ -103,8 +105,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *kind == "tokend" {
 		ln = deadline.Listener(ln, time.Second) // as cmd/tokend's listen
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if *pprofAddr != "" {
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		defer psrv.Close()
+		go func() { _ = psrv.Serve(pln) }()
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	select {
 	case err := <-errc:
