@@ -78,7 +78,7 @@ func allowed(list []string, name string) bool {
 // flowApp checks the client's permission for the {app} of the route, writing the problem when it
 // has none. Like Part 1's routes it answers 403 whether or not the app exists.
 func (a *API) flowApp(w http.ResponseWriter, r *http.Request, c *client, list func(Permissions) []string) (string, bool) {
-	name := pathValue(r, "app")
+	name := r.PathValue("app")
 	if !allowed(list(a.flowSurface().perms[c.name]), name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, errFlowForbidden)
@@ -179,7 +179,7 @@ func (a *API) streamTicket(w http.ResponseWriter, r *http.Request, c *client) {
 
 func (a *API) robotSend(w http.ResponseWriter, r *http.Request, c *client) {
 	fs := a.flowSurface()
-	name := pathValue(r, "robot")
+	name := r.PathValue("robot")
 	if !allowed(fs.perms[c.name].Robots, name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, Robot: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, errRobotForbidden)
