@@ -84,14 +84,14 @@ func (c *callbacks) handler() http.Handler {
 // runStreams subscribes to DingTalk Stream for every third-party app whose suite tickets are pushed
 // and that has no HTTP callback (DingTalk delivers an app's events one way or the other), one replica
 // at a time per app through a lease in the store, until ctx ends. Opening a connection counts against
-// the egress budget and obeys the IP-ban pause. The apps are those of the start-up configuration.
-func runStreams(ctx context.Context, cfg *config.Config, st broker.Store, up *dingtalk.Client, b *broker.Broker, log *slog.Logger) {
+// the egress budget and obeys the IP-ban pause. apps are those of the start-up configuration.
+func runStreams(ctx context.Context, apps []config.App, st broker.Store, up *dingtalk.Client, b *broker.Broker, log *slog.Logger) {
 	leases, ok := st.(stream.Leases)
 	if !ok {
 		return
 	}
 	var wg sync.WaitGroup
-	for _, a := range cfg.Apps {
+	for _, a := range apps {
 		if !a.PushedTickets() || a.ISV.Callback != nil {
 			continue
 		}

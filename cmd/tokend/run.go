@@ -207,17 +207,18 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	var cbLn net.Listener
 	cbSrv := newServer(cbs.handler(), cfg.Upstream.Timeout, log)
 	if cfg.CallbackListen != "" {
-		if cbLn, err = listen(cfg.CallbackListen); err != nil {
+		if cbLn, err = net.Listen("tcp", cfg.CallbackListen); err != nil {
 			apiLn.Close()
 			opsLn.Close()
-			return err
+			return fmt.Errorf("listen %s: %w", cfg.CallbackListen, err)
 		}
 	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.Run(brokerCtx) })
-	wg.Go(func() { runStreams(brokerCtx, cfg, st, up, b, log) })
+	streamed := append([]config.App(nil), cfg.Apps...) // reload replaces cfg.Apps meanwhile
+	wg.Go(func() { runStreams(brokerCtx, streamed, st, up, b, log) })
 	serveErr := make(chan error, 3)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })

@@ -43,7 +43,7 @@ func (a *API) corpKey(w http.ResponseWriter, r *http.Request, c *client, kind to
 	if app == nil {
 		return nil, token.Key{}, false
 	}
-	corp := pathValue(r, "corp")
+	corp := r.PathValue("corp")
 	if !dingtalk.ValidCorpID(corp) {
 		writeProblem(w, &broker.CorpNotFoundError{})
 		return nil, token.Key{}, false
@@ -173,7 +173,7 @@ type suiteTicketRequest struct {
 // putSuiteTicket takes a suite ticket from a client allowed suite_tickets for the app, stamped with
 // the time tokend receives it. 204 once the store keeps it (or a newer one).
 func (a *API) putSuiteTicket(w http.ResponseWriter, r *http.Request, c *client) {
-	name := pathValue(r, "app")
+	name := r.PathValue("app")
 	if !c.tickets[name] && !c.tickets["*"] {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, errForbidden)
