@@ -33,6 +33,8 @@ type isvCluster struct {
 	callbacks       map[int]string // callback listener URL by replica index
 	// stream: no callback settings, so the replicas subscribe to DingTalk Stream instead.
 	stream bool
+	// tickets are the suite tickets pushed: secrets the logs must not hold.
+	tickets []string
 }
 
 func startISVCluster(t *testing.T, replicas int) *isvCluster {
@@ -117,6 +119,9 @@ func (c *isvCluster) push(r *replica, ev fakedingtalk.ISVEvent) {
 	if !res.OK {
 		t.Fatalf("push %s to replica %d: status %d, answer not what DingTalk wants", ev.Type, r.i, res.Status)
 	}
+	if res.SuiteTicket != "" {
+		c.tickets = append(c.tickets, res.SuiteTicket)
+	}
 }
 
 func (c *isvCluster) corpCalls() int {
@@ -184,6 +189,9 @@ func (c *isvCluster) checkISVLogs() {
 	secrets := map[string]string{"the suite secret": c.secret, "the callback token": c.cbToken, "the aes key": isvAES}
 	for _, i := range issued {
 		secrets[fmt.Sprintf("%s %s", i.Kind, token.Fingerprint(i.Value))] = i.Value
+	}
+	for n, v := range c.tickets {
+		secrets[fmt.Sprintf("suite ticket %d", n)] = v
 	}
 	for _, r := range c.replicas {
 		all, _ := r.proc.out.snapshot()
@@ -292,6 +300,10 @@ func TestISV(t *testing.T) {
 		if got := c.corps(r); len(got) != 1 || got[0] != isvCorp {
 			t.Fatalf("replica %d corps %v", r.i, got)
 		}
+		raw, _, err := c.get(r.ops + "/readyz")
+		if err != nil || !strings.Contains(string(raw), `"corps":{"ok":1,"refreshing":0,"failing":0}`) {
+			t.Fatalf("replica %d readyz %s %v", r.i, raw, err)
+		}
 	}
 
 	// A relief pushed to one replica: the corp is gone from all, and refused without a fetch.
@@ -344,6 +356,7 @@ func TestISVStreamLeader(t *testing.T) {
 	publish := func() string {
 		var res fakedingtalk.PushResult
 		c.fake.do(t, http.MethodPost, "isv/suites/"+isvSuite+"/stream/publish", fakedingtalk.ISVEvent{Type: "suite_ticket"}, &res)
+		c.tickets = append(c.tickets, res.SuiteTicket)
 		return res.SuiteTicket
 	}
 	stored := func() string {
