@@ -242,6 +242,41 @@ func refused(e *entry) bool {
 	return failing && c == dingtalk.ClassCorpNotAuthorized
 }
 
+// corpRefused reports whether e is a credential of a corp DingTalk refuses (not authorized, or
+// relieved), which is then never scheduled: a made-up corp id must not cost a DingTalk call every
+// failure_retry forever. While the store answers, such an entry without a valid value is also
+// forgotten, so that corp ids clients make up do not pile up in memory: the refusal itself is in the
+// store (the back-off note), and the next request reads it there without calling DingTalk. While the
+// store is down the entry stays, so that its refusal is remembered here.
+func (b *Broker) corpRefused(e *entry) bool {
+	if e.key.Corp == "" {
+		return false
+	}
+	te := e
+	if e.key.Kind != token.AccessToken {
+		b.isv.mu.RLock()
+		te = b.isv.corps[token.Key{App: e.key.App, Kind: token.AccessToken, Corp: e.key.Corp}]
+		b.isv.mu.RUnlock()
+	}
+	// A ticket's refresh asks for the corp's token first: once it has run, a token entry that is gone
+	// was forgotten as refused.
+	if te == nil && e.cur.Load() != nil && e.cur.Load().Valid(b.now()) {
+		return false
+	}
+	if te != nil && !refused(te) {
+		return false
+	}
+	if cur := e.cur.Load(); b.sh.isUp() && (cur == nil || !cur.Valid(b.now())) {
+		b.isv.mu.Lock()
+		if b.isv.corps[e.key] == e {
+			delete(b.isv.corps, e.key)
+		}
+		b.isv.mu.Unlock()
+		b.sched.remove(e)
+	}
+	return true
+}
+
 // CorpStatus is one corp's access token as GET /v1/apps/{app}/corps shows it.
 type CorpStatus struct {
 	Corp string

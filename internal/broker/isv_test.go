@@ -48,6 +48,11 @@ func (w *isvWorld) openStore(t *testing.T) *store.Redis {
 
 func newISVWorld(t *testing.T, n int, corps ...string) *isvWorld {
 	t.Helper()
+	return newISVWorldRetry(t, n, time.Minute, corps...)
+}
+
+func newISVWorldRetry(t *testing.T, n int, failRetry time.Duration, corps ...string) *isvWorld {
+	t.Helper()
 	fake := fakedingtalk.New(fakedingtalk.Options{})
 	t.Cleanup(fake.Close)
 	hs := httptest.NewServer(fake)
@@ -58,7 +63,7 @@ func newISVWorld(t *testing.T, n int, corps ...string) *isvWorld {
 	for range n {
 		st := w.openStore(t)
 		b := newBroker(t, st, client, broker.Options{Apps: []broker.App{saasApp(corps...)}, Suites: client, Tickets: st,
-			FailureRetry: time.Minute})
+			FailureRetry: failRetry})
 		run(t, b)
 		w.brokers = append(w.brokers, b)
 	}
@@ -341,5 +346,36 @@ func TestISVCorpsWhileStoreDown(t *testing.T) {
 	})
 	if tk, ok, err := st.GetSuiteTicket(t.Context(), "saas"); err != nil || !ok || tk.Value != v {
 		t.Fatalf("suite ticket not written back to the restarted store: %v %v", ok, err)
+	}
+}
+
+// TestISVRefusedCorpNotRetriedOnATimer: a corp DingTalk refuses is asked again only when a caller
+// wants it after the refusal lapsed, never by the scheduler: made-up corp ids cost nothing over time.
+func TestISVRefusedCorpNotRetriedOnATimer(t *testing.T) {
+	w := newISVWorldRetry(t, 1, time.Second)
+	w.push(t, 0)
+	for _, k := range []token.Key{corpKey("dingnobody"), {App: "saas", Kind: token.JSAPITicket, Corp: "dingnobody"}} {
+		if _, err := w.brokers[0].Token(t.Context(), k); !errors.Is(err, broker.ErrCorpNotFound) {
+			t.Fatalf("%v: %v", k, err)
+		}
+	}
+	calls := w.fake.ISVCalls(isvSuite, "dingnobody").Token
+	if calls != 1 {
+		t.Fatalf("%d calls, want 1", calls)
+	}
+	// Three refusal periods: the scheduler would have asked DingTalk again by now.
+	deadline := time.Now().Add(3500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if n := w.fake.ISVCalls(isvSuite, "dingnobody").Token; n != calls {
+			t.Fatalf("the refused corp was asked again without a caller (%d calls)", n)
+		}
+		time.Sleep(50 * time.Millisecond) // watching for a call that must not happen
+	}
+	// A caller after the refusal lapsed: DingTalk is asked again, once.
+	if _, err := w.brokers[0].Token(t.Context(), corpKey("dingnobody")); !errors.Is(err, broker.ErrCorpNotFound) {
+		t.Fatal(err)
+	}
+	if n := w.fake.ISVCalls(isvSuite, "dingnobody").Token; n != 2 {
+		t.Fatalf("%d calls after the refusal lapsed, want 2", n)
 	}
 }

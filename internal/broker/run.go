@@ -80,6 +80,9 @@ func (b *Broker) reschedule(e *entry) {
 	if !b.known(e) {
 		return // removed by a reload, or a corp relieved
 	}
+	if b.corpRefused(e) {
+		return // tried again only when a caller asks, once the refusal lapses (isv.go)
+	}
 	now := b.now()
 	failing, nextTry := e.retryAt()
 	cur := e.cur.Load()
