@@ -17,6 +17,10 @@ func retryAfter(f *fault, attempts int, remaining, failRetry time.Duration) (tim
 	switch {
 	case f.Class == dingtalk.ClassBanned:
 		return banPause + jitter(banJitter), 0
+	case f.Class == dingtalk.ClassInvalidSuiteTicket:
+		// Waiting for a suite ticket costs a store read, not a DingTalk call (a ticket DingTalk refused
+		// is not sent again): look again soon, so a ticket pushed to another replica is used at once.
+		return minGap, 0
 	case !f.retryable():
 		return failRetry, 0
 	}

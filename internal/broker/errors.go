@@ -100,6 +100,8 @@ type fault struct {
 	// Message is a short cause for the log (DingTalk's message, scrubbed by the client).
 	Message string
 	cause   error
+	// local: no DingTalk call was made (no suite ticket to send, or only one DingTalk refused).
+	local bool
 }
 
 func (f *fault) Error() string { return fmt.Sprintf("%s failure %s: %s", f.Family, f.Code, f.Message) }

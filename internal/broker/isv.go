@@ -359,11 +359,11 @@ func (b *Broker) suiteTicket(ctx context.Context, app App) (token.SuiteTicket, e
 	}
 	if best.Value == "" {
 		return token.SuiteTicket{}, &fault{Family: dingtalk.FamilyTransport, Code: codeTicketMissing,
-			Class: dingtalk.ClassInvalidSuiteTicket, Message: "no suite ticket pushed yet"}
+			Class: dingtalk.ClassInvalidSuiteTicket, Message: "no suite ticket pushed yet", local: true}
 	}
 	if b.ticketRefused(ctx, app.Name, best) {
 		return token.SuiteTicket{}, &fault{Family: dingtalk.FamilyNew, Code: "InvalidSuiteTicket",
-			Class: dingtalk.ClassInvalidSuiteTicket, Message: "DingTalk refused the newest suite ticket: waiting for a newer push"}
+			Class: dingtalk.ClassInvalidSuiteTicket, Message: "DingTalk refused the newest suite ticket: waiting for a newer push", local: true}
 	}
 	return best, nil
 }

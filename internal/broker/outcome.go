@@ -31,12 +31,21 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		return err // not DingTalk's answer
 	}
 	now := b.now()
+	before := e.status().UpstreamCode
 	wait, note := e.fail(f, now, b.failRetry)
 	b.setState(e)
-	b.onRefresh(RefreshEvent{Key: e.key, Result: "failure", UpstreamCode: f.Code})
 	level := slog.LevelWarn
 	if !f.retryable() || f.Class == dingtalk.ClassBanned {
 		level = slog.LevelError
+	}
+	if f.local {
+		// No DingTalk call (waiting for a suite ticket): nothing for the audit log, and the log says
+		// it once, not at every look at the store.
+		if before == f.Code {
+			level = slog.LevelDebug
+		}
+	} else {
+		b.onRefresh(RefreshEvent{Key: e.key, Result: "failure", UpstreamCode: f.Code})
 	}
 	b.log.Log(ctx, level, "refresh failed",
 		"app", e.key.App, "kind", e.key.Kind, "corp", e.key.Corp, "upstream_code", f.Code, "family", f.Family,

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -82,6 +83,9 @@ func (b *Broker) reschedule(e *entry) {
 	}
 	if b.corpRefused(e) {
 		return // tried again only when a caller asks, once the refusal lapses (isv.go)
+	}
+	if c, failing := e.failure(); failing && c == dingtalk.ClassInvalidSuiteTicket && e.key.Corp != "" {
+		return // waits for a suite ticket: tried when a caller asks or a ticket arrives (isv.go)
 	}
 	now := b.now()
 	failing, nextTry := e.retryAt()
