@@ -53,7 +53,14 @@ func newISVWorld(t *testing.T, n int, corps ...string) *isvWorld {
 
 func newISVWorldRetry(t *testing.T, n int, failRetry time.Duration, corps ...string) *isvWorld {
 	t.Helper()
-	fake := fakedingtalk.New(fakedingtalk.Options{})
+	return newISVWorldOpts(t, n, fakedingtalk.Options{}, broker.Options{FailureRetry: failRetry}, corps...)
+}
+
+// newISVWorldOpts builds the world with the fake's options fo and the brokers' options bo (Apps,
+// Suites, Tickets and Store set here).
+func newISVWorldOpts(t *testing.T, n int, fo fakedingtalk.Options, bo broker.Options, corps ...string) *isvWorld {
+	t.Helper()
+	fake := fakedingtalk.New(fo)
 	t.Cleanup(fake.Close)
 	hs := httptest.NewServer(fake)
 	t.Cleanup(hs.Close)
@@ -62,8 +69,9 @@ func newISVWorldRetry(t *testing.T, n int, failRetry time.Duration, corps ...str
 	w := &isvWorld{fake: fake, redisURL: redistest.Start(t).URL()}
 	for range n {
 		st := w.openStore(t)
-		b := newBroker(t, st, client, broker.Options{Apps: []broker.App{saasApp(corps...)}, Suites: client, Tickets: st,
-			FailureRetry: failRetry})
+		opts := bo
+		opts.Apps, opts.Suites, opts.Tickets = []broker.App{saasApp(corps...)}, client, st
+		b := newBroker(t, st, client, opts)
 		run(t, b)
 		w.brokers = append(w.brokers, b)
 	}
@@ -377,5 +385,37 @@ func TestISVRefusedCorpNotRetriedOnATimer(t *testing.T) {
 	}
 	if n := w.fake.ISVCalls(isvSuite, "dingnobody").Token; n != 2 {
 		t.Fatalf("%d calls after the refusal lapsed, want 2", n)
+	}
+}
+
+// TestISVProactiveRefreshOncePerWindow: three replicas keep a short-lived corp token fresh: each
+// refresh is one fetch (consecutive tokens are issued a refresh window apart, never twice at once),
+// and every replica ends up serving the one token alive.
+func TestISVProactiveRefreshOncePerWindow(t *testing.T) {
+	w := newISVWorldOpts(t, 3, fakedingtalk.Options{TokenTTL: 4 * time.Second},
+		broker.Options{FailureRetry: time.Minute, Margin: 2 * time.Second}, "dingcorpa")
+	w.fake.AuthorizeCorp(isvSuite, "dingcorpa")
+	w.push(t, 0)
+	issued := func() []fakedingtalk.ISVIssued {
+		var out []fakedingtalk.ISVIssued
+		for _, i := range w.fake.ISVIssued() {
+			if i.Corp == "dingcorpa" && i.Kind == token.AccessToken {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	waitFor(t, "four proactive refreshes", 20*time.Second, func() bool { return len(issued()) >= 5 })
+	all := issued()
+	for i := 1; i < len(all); i++ {
+		if gap := all[i].IssuedAt.Sub(all[i-1].IssuedAt); gap < time.Second {
+			t.Fatalf("corp tokens %d and %d fetched %v apart: two fetches for one refresh", i-1, i, gap)
+		}
+	}
+	for _, b := range w.brokers {
+		waitFor(t, "every replica on the live token", 5*time.Second, func() bool {
+			tok, err := b.Token(t.Context(), corpKey("dingcorpa"))
+			return err == nil && w.fake.ISVValid(token.AccessToken, tok.Value, time.Now())
+		})
 	}
 }
