@@ -74,8 +74,8 @@ func TestMatch(t *testing.T) {
 		want   bool
 	}{
 		{contract, "POST", proxyrule.OAPI, "/topapi/v2/user/get", true},
-		{contract, "GET", proxyrule.OAPI, "/topapi/v2/user/get", false},  // method
-		{contract, "POST", proxyrule.API, "/topapi/v2/user/get", false},  // family
+		{contract, "GET", proxyrule.OAPI, "/topapi/v2/user/get", false},   // method
+		{contract, "POST", proxyrule.API, "/topapi/v2/user/get", false},   // family
 		{contract, "POST", proxyrule.OAPI, "/topapi/v2/user/getx", false}, // exact segment
 		{contract, "POST", proxyrule.OAPI, "/topapi/v2/User/get", false},  // case-sensitive
 		{contract, "POST", proxyrule.OAPI, "/topapi/v2/user/get/x", false},
@@ -84,7 +84,7 @@ func TestMatch(t *testing.T) {
 		{contract, "GET", proxyrule.API, "/v1.0/contact/users", false}, // * is one non-empty segment
 		{contract, "GET", proxyrule.API, "/v1.0/contact/users/a/b", false},
 		{contract, "GET", proxyrule.API, "/v1.0/contact/users/a%2Fb", false}, // rejected by Clean anyway
-		{contract, "DELETE", proxyrule.API, "/v1.0/robot", true},            // ** matches zero segments
+		{contract, "DELETE", proxyrule.API, "/v1.0/robot", true},             // ** matches zero segments
 		{contract, "PUT", proxyrule.API, "/v1.0/robot/a/b/c", true},
 		{contract, "PUT", proxyrule.API, "/v1.0/robots", false},
 		{nil, "GET", proxyrule.API, "/v1.0/robot", false}, // deny by default
