@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/internal/proxyrule"
 )
 
 // Default values for keys the file leaves out.
@@ -50,11 +52,15 @@ type Config struct {
 	Listen string
 	// OpsListen is the host:port of /metrics, /healthz and /readyz.
 	OpsListen string
-	Log       Log
-	Store     Store
-	Refresh   Refresh
-	Upstream  Upstream
-	DingTalk  DingTalk
+	// GatewayListen, when not "", is the host:port of the gateway listener (DingTalk's own paths).
+	GatewayListen string
+	// Proxy configures proxied DingTalk calls.
+	Proxy    Proxy
+	Log      Log
+	Store    Store
+	Refresh  Refresh
+	Upstream Upstream
+	DingTalk DingTalk
 	// Apps holds at least one app, in file order, with unique names.
 	// TLS, when set, serves the client API over TLS (and, with a client CA, accepts client certificates).
 	TLS *TLS
@@ -169,8 +175,12 @@ type Client struct {
 	CertNames []string
 	// RateLimit is the client's limit (the top-level rate_limit unless the client sets its own).
 	RateLimit RateLimit
-	// Apps are the names of the apps the client may use; AllApps grants all of them.
+	// Apps are the names of the apps the client may use; AllApps grants all of them. It may be empty
+	// for a client that only uses the proxy.
 	Apps []string
+	// Proxy holds, by app name, the DingTalk calls tokend makes for the client through the proxy.
+	// An app not in the map may not be proxied.
+	Proxy map[string]proxyrule.Set
 }
 
 // Allows reports whether the client may use the app called app. It does not check that the app

@@ -204,6 +204,7 @@ func TestParseFull(t *testing.T) {
 				TokenAPI: "v1", SignatureHash: "sha1",
 			},
 		},
+		Proxy: Proxy{MaxRPS: DefaultProxyMaxRPS, MaxBody: DefaultProxyMaxBody, Timeout: DefaultProxyTimeout},
 		Clients: []Client{
 			{Name: "billing", KeySHA256: mustHash(t, hashA), Apps: []string{"crm"}},
 			{Name: "ops", KeySHA256: mustHash(t, hashB), Apps: []string{"*"}},
@@ -273,6 +274,7 @@ apps:
 		Refresh:   Refresh{Margin: 10 * time.Minute},
 		Upstream:  Upstream{Timeout: 10 * time.Second, FailureRetry: 30 * time.Second, MaxRPS: 50},
 		DingTalk:  DingTalk{APIBase: "https://api.dingtalk.com", OAPIBase: "https://oapi.dingtalk.com"},
+		Proxy:     Proxy{MaxRPS: 300, MaxBody: 20 << 20, Timeout: 30 * time.Second},
 		Apps: []App{{
 			Name: "crm", Type: "dingtalk", ClientID: "k", ClientSecret: secretLiteral,
 			TokenAPI: "v1", SignatureHash: "sha1",

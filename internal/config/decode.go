@@ -16,6 +16,8 @@ import (
 type rawConfig struct {
 	Listen    string      `yaml:"listen"`
 	OpsListen string      `yaml:"ops_listen"`
+	Gateway   string      `yaml:"gateway_listen"`
+	Proxy     rawProxy    `yaml:"proxy"`
 	Log       rawLog      `yaml:"log"`
 	Store     rawStore    `yaml:"store"`
 	Refresh   rawRefresh  `yaml:"refresh"`
@@ -88,11 +90,12 @@ type rawApp struct {
 }
 
 type rawClient struct {
-	Name      string    `yaml:"name"`
-	KeySHA256 string    `yaml:"key_sha256"`
-	CertNames []string  `yaml:"cert_names"`
-	Apps      []string  `yaml:"apps"`
-	RateLimit *rawLimit `yaml:"rate_limit"`
+	Name      string              `yaml:"name"`
+	KeySHA256 string              `yaml:"key_sha256"`
+	CertNames []string            `yaml:"cert_names"`
+	Apps      []string            `yaml:"apps"`
+	RateLimit *rawLimit           `yaml:"rate_limit"`
+	Proxy     map[string][]string `yaml:"proxy"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded
@@ -196,6 +199,19 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			w.walk(v, ft, p)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.c.addBad(path, fmt.Sprintf("line %d: must be a mapping", n.Line))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				w.c.addBad(path, fmt.Sprintf("line %d: keys must be plain names", k.Line))
+				continue
+			}
+			w.walk(v, t.Elem(), join(path, k.Value))
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {

@@ -182,9 +182,13 @@ func (c *checker) config(raw *rawConfig) *Config {
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
+		if len(rc.Apps) > 0 || len(rc.Proxy) == 0 {
+			cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
+		}
+		cl.Proxy = c.clientProxy(path+".proxy", rc.Proxy, names)
 		cfg.Clients = append(cfg.Clients, cl)
 	}
+	c.proxy(raw, cfg)
 	return cfg
 }
 
