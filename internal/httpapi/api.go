@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -50,6 +51,8 @@ type Client struct {
 	// RPS and Burst limit the client's requests on this replica; RPS 0 means no limit.
 	RPS   float64
 	Burst int
+	// Proxy holds, by app, the DingTalk calls the client may make through the proxy.
+	Proxy map[string]proxyrule.Set
 }
 
 // Options configures an API. Broker is required.
@@ -67,6 +70,10 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	// Audit, if set, receives security-relevant events (see Event).
 	Audit func(Event)
+	// Proxy, if set, serves the proxy routes and the gateway listener; ProxyAudit receives one
+	// event per proxied call.
+	Proxy      Forwarder
+	ProxyAudit func(ProxyEvent)
 }
 
 // Event is a security-relevant happening on the client API, for the audit log. It never holds a key
@@ -88,6 +95,8 @@ type API struct {
 	audit  func(Event)
 	m      *httpMetrics
 	gather prometheus.Gatherer
+	fwd    Forwarder
+	paudit func(ProxyEvent)
 
 	cfg atomic.Pointer[surface]
 }
@@ -107,6 +116,7 @@ type client struct {
 	all     bool
 	apps    map[string]bool
 	limiter *limiter // nil: no limit
+	proxy   map[string]proxyrule.Set
 }
 
 // New builds an API.
@@ -130,7 +140,11 @@ func New(opts Options) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer}
+	if opts.ProxyAudit == nil {
+		opts.ProxyAudit = func(ProxyEvent) {}
+	}
+	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer,
+		fwd: opts.Proxy, paudit: opts.ProxyAudit}
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }
@@ -147,7 +161,7 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		s.order = append(s.order, &app)
 	}
 	for _, c := range clients {
-		cl := &client{name: c.Name, hash: c.KeySHA256, hasKey: c.KeySHA256 != [32]byte{}, apps: map[string]bool{}}
+		cl := &client{name: c.Name, hash: c.KeySHA256, hasKey: c.KeySHA256 != [32]byte{}, apps: map[string]bool{}, proxy: c.Proxy}
 		if c.RPS > 0 {
 			cl.limiter = newLimiter(c.RPS, c.Burst, a.now)
 		}

@@ -22,6 +22,8 @@ func (a *API) Handler() http.Handler {
 	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.Post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.Post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	// Every method: the proxy forwards what the client's rules allow (proxy.go).
+	r.Handle("/v1/apps/{app}/proxy/{family}/*", a.authenticated(a.proxyRoute))
 	return r
 }
 

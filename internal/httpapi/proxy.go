@@ -1,0 +1,148 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/tokend/tokend/internal/proxy"
+	"github.com/tokend/tokend/internal/proxyrule"
+)
+
+// Forwarder sends one permitted request to DingTalk and streams the answer. *proxy.Proxy
+// implements it; see proxy.Proxy.Forward for the contract.
+type Forwarder interface {
+	Forward(w http.ResponseWriter, r *http.Request, t proxy.Target) (proxy.Outcome, error)
+}
+
+// ProxyEvent is the audit record of one proxied call (allowed or not). It never holds a key, a
+// token or the query.
+type ProxyEvent struct {
+	Client, App, Method, Family string
+	// Path is DingTalk's path, without the query.
+	Path string
+	// Status is what the caller got; UpstreamCode is DingTalk's error code, if any.
+	Status       int
+	UpstreamCode string
+	Retried      bool
+	// Result is "ok" for DingTalk's answer (whatever it says), else tokend's problem code.
+	Result string
+	Remote string
+}
+
+// errProxyDenied: no rule of the client allows the call.
+var errProxyDenied = errors.New("proxy call not allowed")
+
+// maxAuditPath bounds the path written to the audit log.
+const maxAuditPath = 512
+
+// proxyRoute serves /v1/apps/{app}/proxy/{family}/*.
+func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
+	fam, ok := proxyrule.ParseFamily(r.PathValue("family"))
+	if !ok {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "the family must be api or oapi"})
+		return
+	}
+	// The DingTalk path as the caller escaped it: the router's wildcard may hold it decoded.
+	parts := strings.SplitN(r.URL.EscapedPath(), "/", 7) // "", v1, apps, {app}, proxy, {family}, rest
+	rest := ""
+	if len(parts) == 7 {
+		rest = parts[6]
+	}
+	a.serveProxy(w, r, c, r.PathValue("app"), fam, "/"+rest)
+}
+
+// GatewayHandler returns the gateway listener: DingTalk's own paths (/v1.0/… to the api family,
+// everything else to oapi), the app named by X-Tokend-App or the Basic-auth user name, the client
+// by its bearer key or the Basic-auth password. It serves through the same code as the proxy
+// routes: rules, limits, budget, retry, metrics and audit are theirs.
+func (a *API) GatewayHandler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(a.instrument, recoverPanics(a.log), noStore)
+	r.Handle("/*", http.HandlerFunc(a.gateway))
+	return r
+}
+
+func (a *API) gateway(w http.ResponseWriter, r *http.Request) {
+	key := bearer(r.Header.Get("Authorization"))
+	app := r.Header.Get("X-Tokend-App")
+	if user, pass, ok := r.BasicAuth(); ok && key == "" {
+		key = pass
+		if app == "" {
+			app = user
+		}
+	}
+	s := a.cfg.Load()
+	c := s.fromCert(r.TLS)
+	if c == nil {
+		c = s.authenticate(key)
+	}
+	if c == nil {
+		a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})
+		writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated,
+			detail: "a valid client key is required: Authorization: Bearer <key>, or Basic auth with the app as user name and the key as password"})
+		return
+	}
+	if c.limiter != nil {
+		if wait := c.limiter.take(); wait > 0 {
+			a.audit(Event{Type: "rate_limited", Client: c.name, Remote: r.RemoteAddr, Result: "rate_limited"})
+			writeProblem(w, problem{status: http.StatusTooManyRequests, code: codeRateLimited,
+				detail: "this client's request rate limit is exceeded", retryAfter: wait})
+			return
+		}
+	}
+	if app == "" {
+		writeProblem(w, problem{status: http.StatusBadRequest, code: codeBadRequest,
+			detail: "name the app with the X-Tokend-App header or as the Basic-auth user name"})
+		return
+	}
+	path := r.URL.EscapedPath()
+	fam := proxyrule.OAPI
+	if strings.HasPrefix(path, "/v1.0/") {
+		fam = proxyrule.API
+	}
+	a.serveProxy(w, r, c, app, fam, path)
+}
+
+// serveProxy checks the path and the client's rules, then forwards. escaped is DingTalk's path as
+// the caller escaped it.
+func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app string, fam proxyrule.Family, escaped string) {
+	ev := ProxyEvent{Client: c.name, App: app, Method: r.Method, Family: string(fam), Path: escaped, Remote: r.RemoteAddr}
+	if len(ev.Path) > maxAuditPath {
+		ev.Path = ev.Path[:maxAuditPath] + "…"
+	}
+	fail := func(err error) {
+		p := problemFor(err)
+		ev.Status, ev.Result = p.status, p.code
+		a.paudit(ev)
+		writeProblem(w, p)
+	}
+	if a.fwd == nil {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "the proxy is not enabled"})
+		return
+	}
+	path, err := proxyrule.Clean(escaped)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if !c.proxy[app].Allows(r.Method, fam, path.Segments) {
+		fail(errProxyDenied)
+		return
+	}
+	out, err := a.fwd.Forward(w, r, proxy.Target{App: app, Family: fam, Path: path})
+	ev.Retried, ev.UpstreamCode = out.Retried, out.UpstreamCode
+	if err != nil {
+		fail(err)
+		return
+	}
+	ev.Status, ev.Result = out.Status, "ok"
+	a.paudit(ev)
+	if out.Abort {
+		// DingTalk's answer broke off after its status went out: drop the connection so that the
+		// caller cannot take what it got for the whole answer.
+		panic(http.ErrAbortHandler)
+	}
+}
