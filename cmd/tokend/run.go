@@ -24,6 +24,7 @@ import (
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/proxy"
 	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/store"
 )
@@ -151,6 +152,17 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
+	px, err := proxy.New(proxy.Options{
+		Tokens:     b,
+		APIBase:    cfg.DingTalk.APIBase,
+		OAPIBase:   cfg.DingTalk.OAPIBase,
+		MaxBody:    cfg.Proxy.MaxBody,
+		Timeout:    cfg.Proxy.Timeout,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
 	api, err := httpapi.New(httpapi.Options{
 		Broker:     b,
 		Apps:       apiApps(cfg),
@@ -159,6 +171,8 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		Registerer: reg,
 		Gatherer:   reg,
 		Audit:      audit.api,
+		Proxy:      px,
+		ProxyAudit: audit.proxy,
 	})
 	if err != nil {
 		return err
@@ -174,12 +188,23 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		apiLn.Close()
 		return fmt.Errorf("listen %s: %w", cfg.OpsListen, err)
 	}
+	var gwLn net.Listener
+	if cfg.GatewayListen != "" {
+		if gwLn, err = net.Listen("tcp", cfg.GatewayListen); err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			return fmt.Errorf("listen %s: %w", cfg.GatewayListen, err)
+		}
+	}
 	var certs *tlsFiles
 	if cfg.TLS != nil {
 		certs = &tlsFiles{}
 		if err := certs.load(cfg.TLS); err != nil {
 			apiLn.Close()
 			opsLn.Close()
+			if gwLn != nil {
+				gwLn.Close()
+			}
 			return err
 		}
 		apiLn = tls.NewListener(apiLn, certs.config())
@@ -187,17 +212,24 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	t.certs = certs
 	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
 	opsSrv := newServer(api.OpsHandler(), cfg.Upstream.Timeout, log)
+	// The gateway's requests extend their own deadlines to proxy.timeout (see proxy.Forward).
+	gwSrv := newServer(api.GatewayHandler(), cfg.Upstream.Timeout, log)
 
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.Run(brokerCtx) })
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })
+	gwAddr := ""
+	if gwLn != nil {
+		gwAddr = gwLn.Addr().String()
+		wg.Go(func() { serveErr <- ignoreClosed(gwSrv.Serve(gwLn)) })
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(),
+	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(), "gateway_listen", gwAddr,
 		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
 	onListen(apiLn.Addr().String())
 
@@ -223,11 +255,18 @@ loop:
 	// broker (which releases any refresh lock it holds) and close the store.
 	log.Info("shutting down")
 	b.Drain()
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*cfg.Upstream.Timeout+10*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(2*cfg.Upstream.Timeout, cfg.Proxy.Timeout)+10*time.Second)
 	defer cancel()
+	var shutWG sync.WaitGroup
+	shutWG.Go(func() {
+		if err := gwSrv.Shutdown(shutCtx); err != nil {
+			log.Warn("gateway shutdown incomplete", "err", err)
+		}
+	})
 	if err := apiSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("client API shutdown incomplete", "err", err)
 	}
+	shutWG.Wait()
 	if err := opsSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("ops shutdown incomplete", "err", err)
 	}
@@ -308,7 +347,7 @@ func apiClients(cfg *config.Config) []httpapi.Client {
 	clients := make([]httpapi.Client, 0, len(cfg.Clients))
 	for _, c := range cfg.Clients {
 		clients = append(clients, httpapi.Client{Name: c.Name, KeySHA256: c.KeySHA256, CertNames: c.CertNames, Apps: c.Apps,
-			RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst})
+			RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst, Proxy: c.Proxy})
 	}
 	return clients
 }
@@ -323,8 +362,8 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 		return
 	}
 	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || !sameStore(next.Store, running.Store) ||
-		(next.TLS == nil) != (running.TLS == nil) {
-		t.log.Warn("reload: listen, ops_listen, store and turning tls on or off take effect only after a restart")
+		(next.TLS == nil) != (running.TLS == nil) || next.GatewayListen != running.GatewayListen || next.Proxy != running.Proxy {
+		t.log.Warn("reload: listen, ops_listen, gateway_listen, store, proxy and turning tls on or off take effect only after a restart")
 	}
 	if t.certs != nil && next.TLS != nil {
 		if err := t.certs.load(next.TLS); err != nil {
