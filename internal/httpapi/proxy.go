@@ -35,6 +35,9 @@ type ProxyEvent struct {
 // errProxyDenied: no rule of the client allows the call.
 var errProxyDenied = errors.New("proxy call not allowed")
 
+// statusClientClosed is the audit status of a call whose caller went away before the answer.
+const statusClientClosed = 499
+
 // maxAuditPath bounds the path written to the audit log.
 const maxAuditPath = 512
 
@@ -134,6 +137,12 @@ func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app 
 	}
 	out, err := a.fwd.Forward(w, r, proxy.Target{App: app, Family: fam, Path: path})
 	ev.Retried, ev.UpstreamCode = out.Retried, out.UpstreamCode
+	if err != nil && r.Context().Err() != nil {
+		// The caller went away: nobody reads an answer. 499 as web servers log it.
+		ev.Status, ev.Result = statusClientClosed, "canceled"
+		a.paudit(ev)
+		return
+	}
 	if err != nil {
 		fail(err)
 		return
