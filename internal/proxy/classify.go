@@ -3,12 +3,11 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
 
-	"github.com/tokend/tokend/client"
 	"github.com/tokend/tokend/internal/proxyrule"
 )
 
@@ -25,8 +24,8 @@ type verdict struct {
 }
 
 // classify reads a complete answer of family f. It is the one place that knows DingTalk's
-// envelopes; the checks are the Go client's (CheckLegacy, CheckNew, IsInvalidToken) and the
-// broker's ban recognition.
+// envelopes (the rules of the Go client's CheckLegacy, CheckNew and IsInvalidToken) and its ban page
+// (the broker's recognition).
 func classify(f proxyrule.Family, status int, contentType string, body []byte) verdict {
 	if isBan(status, contentType, body) {
 		return verdict{ban: true}
@@ -35,28 +34,62 @@ func classify(f proxyrule.Family, status int, contentType string, body []byte) v
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return verdict{}
 	}
-	var err error
-	if f == proxyrule.OAPI || (status >= 200 && status < 300) {
-		// Legacy answers say everything with HTTP 200 and errcode; the api host answers some paths
-		// the same way.
-		if err = client.CheckLegacy(body); errors.Is(err, client.ErrMalformedResponse) {
-			err = nil
-		}
+	var env struct {
+		Errcode json.RawMessage `json:"errcode"`
+		SubCode json.RawMessage `json:"sub_code"`
+		Code    json.RawMessage `json:"code"`
 	}
-	if err == nil && f == proxyrule.API {
-		if err = client.CheckNew(status, body); errors.Is(err, client.ErrMalformedResponse) {
-			err = nil
-		}
-	}
-	var de *client.DingTalkError
-	if !errors.As(err, &de) {
+	if json.Unmarshal(body, &env) != nil {
 		return verdict{}
 	}
-	code := de.Code
-	if code == "88" && de.SubCode != "" {
-		code = de.SubCode
+	ok2xx := status >= 200 && status < 300
+	// Legacy answers say everything with HTTP 200 and errcode; the api host answers some paths the
+	// same way.
+	if code, ok := jsonCode(env.Errcode); ok && code != "0" && (f == proxyrule.OAPI || ok2xx) {
+		if sub, ok := jsonCode(env.SubCode); ok && code == "88" {
+			code = sub
+		}
+		return verdict{code: code, invalidToken: invalidLegacy[code]}
 	}
-	return verdict{code: code, invalidToken: client.IsInvalidToken(err)}
+	// New-API failures: an HTTP error status and {"code","message","requestid"}; branch on code.
+	if code, ok := jsonCode(env.Code); ok && f == proxyrule.API && !ok2xx {
+		return verdict{code: code, invalidToken: strings.EqualFold(code, "InvalidAuthentication")}
+	}
+	return verdict{}
+}
+
+// invalidLegacy are the legacy codes (errcode, or sub_code under 88) meaning "this token is invalid".
+var invalidLegacy = map[string]bool{"40014": true, "42001": true, "40001": true}
+
+// jsonCode reads a code DingTalk sends as a JSON number or string; ok is false when absent, null,
+// empty or of another type.
+func jsonCode(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", false
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		s = strings.TrimSpace(s)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			s = strconv.FormatInt(n, 10)
+		}
+		return s, s != ""
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) != nil {
+		return "", false
+	}
+	if i, err := n.Int64(); err == nil {
+		return strconv.FormatInt(i, 10), true
+	}
+	if fl, err := n.Float64(); err == nil && fl == math.Trunc(fl) && math.Abs(fl) < 1e15 {
+		return strconv.FormatInt(int64(fl), 10), true
+	}
+	return "", false
 }
 
 // isBan recognises DingTalk's per-IP block in any status: an HTML page (unless it is a plain 5xx
