@@ -701,8 +701,11 @@ func TestLoadExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(config.example.yaml): %v", err)
 	}
-	if len(cfg.Apps) != 2 || len(cfg.Clients) != 1 {
-		t.Fatalf("example has %d apps and %d clients, want 2 and 1", len(cfg.Apps), len(cfg.Clients))
+	if len(cfg.Apps) != 2 || len(cfg.Clients) != 2 {
+		t.Fatalf("example has %d apps and %d clients, want 2 and 2", len(cfg.Apps), len(cfg.Clients))
+	}
+	if sync := cfg.Clients[1]; len(sync.Apps) != 0 || len(sync.Proxy["crm"]) != 3 {
+		t.Errorf("example proxy-only client not as documented")
 	}
 	crm, old := cfg.Apps[0], cfg.Apps[1]
 	if crm.Name != "crm" || crm.Type != TypeDingTalk || crm.ClientSecret != secretEnvValue || !crm.JSAPITicket ||
