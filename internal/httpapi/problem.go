@@ -55,6 +55,8 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the DingTalk path must not have empty, . or .. segments, an encoded /, a backslash or ;"}
 	case errors.Is(err, errProxyDenied):
 		return problem{status: http.StatusForbidden, code: codeForbidden, detail: "no proxy rule of this client allows this call"}
+	case errors.Is(err, proxy.ErrRequestBody):
+		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the request body could not be read"}
 	case errors.Is(err, proxy.ErrBodyTooLarge):
 		return problem{status: http.StatusRequestEntityTooLarge, code: codeRequestTooLarge, detail: "the request body is larger than proxy.max_body"}
 	case errors.Is(err, proxy.ErrUpstreamTimeout):

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokend_proxy_requests_total",
-			Help: "Proxied DingTalk calls by app, family and result (ok, DingTalk's code, http_<status>, timeout, network, rate_limited, ip_ban, too_large, no_token, canceled).",
+			Help: "Proxied DingTalk calls by app, family and result (ok, DingTalk's code, http_<status>, timeout, network, rate_limited, ip_ban, too_large, bad_request, no_token, canceled).",
 		}, []string{"app", "family", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokend_proxy_request_duration_seconds",

@@ -52,6 +52,9 @@ const (
 	// peekMax is the most of an answer read before deciding what it is. DingTalk's error envelopes
 	// and block pages are far smaller; a longer answer is passed on without inspection.
 	peekMax = 8 << 10
+	// BodyIdle is how long a caller's request body may stall before the connection is cut off
+	// (the client API's ReadTimeout).
+	BodyIdle = 10 * time.Second
 	// BanPause is how long the callers are told to wait after DingTalk's per-IP block.
 	BanPause = 5 * time.Minute
 )
@@ -65,6 +68,8 @@ var (
 	ErrUpstreamTimeout = errors.New("dingtalk did not answer in time")
 	// ErrUpstreamUnreachable: DingTalk could not be reached (connection refused or reset, DNS, TLS).
 	ErrUpstreamUnreachable = errors.New("dingtalk unreachable")
+	// ErrRequestBody: the caller's request body broke off or is malformed (bad chunked encoding).
+	ErrRequestBody = errors.New("request body could not be read")
 )
 
 // BannedError means DingTalk answered with its per-IP block: every proxied call pauses for
@@ -167,7 +172,7 @@ type Outcome struct {
 	// Retried says whether the request was sent a second time with a new token.
 	Retried bool
 	// Result is the metric result: "ok", DingTalk's code, "http_<status>", "timeout", "network",
-	// "rate_limited", "ip_ban", "too_large", "no_token" or "canceled".
+	// "rate_limited", "ip_ban", "too_large", "bad_request", "no_token" or "canceled".
 	Result string
 	// Abort is set when DingTalk's answer broke off after its status was written: the caller's
 	// connection must be dropped (panic(http.ErrAbortHandler)) so that it cannot take the truncated
@@ -176,7 +181,7 @@ type Outcome struct {
 }
 
 // Forward sends r to DingTalk as t says, with the app's token, and streams the answer to w. When it
-// returns an error nothing was written to w: the error is ErrBodyTooLarge, ErrUpstreamTimeout,
+// returns an error nothing was written to w: the error is ErrBodyTooLarge, ErrRequestBody, ErrUpstreamTimeout,
 // ErrUpstreamUnreachable, *BannedError, an error of Tokens or Gate, or the caller's context error.
 // Outcome.Status is then the status the caller's problem should have, as far as Forward knows it
 // (0 otherwise). The caller's Authorization, Cookie, token header and access_token parameters and
@@ -192,14 +197,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 	ctx, cancel := context.WithTimeout(r.Context(), p.timeout)
 	defer cancel()
 	// The server's own read and write timeouts are sized for the small token API; a proxied
-	// exchange is bounded by proxy.timeout instead (errors: the writer may not support deadlines).
+	// exchange is bounded by proxy.timeout instead. The caller's body must keep coming, though: an
+	// upload that stalls for BodyIdle is cut off, as the server would. (Errors: the writer may not
+	// support deadlines.)
 	rc := http.NewResponseController(w)
-	deadline := time.Now().Add(p.timeout + 5*time.Second)
-	_ = rc.SetReadDeadline(deadline)
-	_ = rc.SetWriteDeadline(deadline)
-
+	end := time.Now().Add(p.timeout + 5*time.Second)
+	_ = rc.SetWriteDeadline(end)
 	if r.ContentLength > p.maxBody {
 		return Outcome{Status: http.StatusRequestEntityTooLarge, Result: "too_large"}, ErrBodyTooLarge
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(BodyIdle))
+		r.Body = &callerBody{ReadCloser: r.Body, rc: rc, end: end}
+	} else {
+		// With no body to read, the server watches the connection for the caller leaving; the read
+		// deadline must not end that watch (and cancel the exchange) before the exchange ends.
+		_ = rc.SetReadDeadline(end)
 	}
 	body, err := p.readBody(r)
 	if err != nil {
@@ -430,6 +443,27 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // Close does nothing: the server closes the caller's body.
 func (l *limitedBody) Close() error { return nil }
 
+// callerBody extends the connection's read deadline by BodyIdle at each read of the caller's body,
+// and to the end of the exchange once the body is complete.
+type callerBody struct {
+	io.ReadCloser
+	rc  *http.ResponseController
+	end time.Time
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	d := time.Now().Add(BodyIdle)
+	if d.After(b.end) {
+		d = b.end
+	}
+	_ = b.rc.SetReadDeadline(d)
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		_ = b.rc.SetReadDeadline(b.end)
+	}
+	return n, err
+}
+
 // callerError is a failure reading the caller's request.
 type callerError struct{ err error }
 
@@ -449,8 +483,8 @@ func (p *Proxy) failed(ctx context.Context, r *http.Request, body *reqBody, err 
 	}
 	var ce *callerError
 	if errors.As(err, &ce) || (body != nil && body.stream != nil && body.stream.err != nil) {
-		// The caller's upload broke off: nobody is left to answer.
-		return Outcome{Status: http.StatusBadRequest, Result: "canceled"}, fmt.Errorf("%w: request body", context.Canceled)
+		// The caller's upload broke off or is malformed.
+		return Outcome{Status: http.StatusBadRequest, Result: "bad_request"}, ErrRequestBody
 	}
 	return Outcome{Status: http.StatusBadGateway, Result: "network"}, ErrUpstreamUnreachable
 }
