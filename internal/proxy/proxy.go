@@ -207,12 +207,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 		return Outcome{Status: http.StatusRequestEntityTooLarge, Result: "too_large"}, ErrBodyTooLarge
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// Once the body is complete the server clears the read deadline itself, to watch the
+		// connection for the caller leaving.
 		_ = rc.SetReadDeadline(time.Now().Add(BodyIdle))
 		r.Body = &callerBody{ReadCloser: r.Body, rc: rc, end: end}
-	} else {
-		// With no body to read, the server watches the connection for the caller leaving; the read
-		// deadline must not end that watch (and cancel the exchange) before the exchange ends.
-		_ = rc.SetReadDeadline(end)
 	}
 	body, err := p.readBody(r)
 	if err != nil {
@@ -443,8 +441,8 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // Close does nothing: the server closes the caller's body.
 func (l *limitedBody) Close() error { return nil }
 
-// callerBody extends the connection's read deadline by BodyIdle at each read of the caller's body,
-// and to the end of the exchange once the body is complete.
+// callerBody extends the connection's read deadline by BodyIdle (at most to the end of the
+// exchange) at each read of the caller's body.
 type callerBody struct {
 	io.ReadCloser
 	rc  *http.ResponseController
@@ -457,11 +455,7 @@ func (b *callerBody) Read(p []byte) (int, error) {
 		d = b.end
 	}
 	_ = b.rc.SetReadDeadline(d)
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		_ = b.rc.SetReadDeadline(b.end)
-	}
-	return n, err
+	return b.ReadCloser.Read(p)
 }
 
 // callerError is a failure reading the caller's request.

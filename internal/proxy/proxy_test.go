@@ -618,3 +618,36 @@ func TestBrokenAnswerAborts(t *testing.T) {
 		t.Errorf("outcome %+v", out)
 	}
 }
+
+// TestOutlivesServerReadTimeout: the server's ReadTimeout is sized for the token API; a proxied
+// exchange that takes longer (DingTalk slow to answer) is not cut off by it, with or without a body.
+func TestOutlivesServerReadTimeout(t *testing.T) {
+	const slow = 600 * time.Millisecond
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		timer := time.NewTimer(slow) // DingTalk taking its time
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, `{"errcode":0}`)
+	})
+	p := newProxy(t, up, nil)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path, _ := proxyrule.Clean(r.URL.EscapedPath())
+		if _, err := p.Forward(w, r, proxy.Target{App: "crm", Family: proxyrule.OAPI, Path: path}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	}))
+	srv.Config.ReadTimeout = slow / 3
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, body := range []io.Reader{nil, strings.NewReader(`{"userid":"u"}`), bytes.NewReader(make([]byte, proxy.KeepMax+1))} {
+		resp, got := do(t, mustReq(t, http.MethodPost, srv.URL+"/topapi/x", body))
+		if resp.StatusCode != 200 || string(got) != `{"errcode":0}` {
+			t.Errorf("slow exchange: %d %s", resp.StatusCode, got)
+		}
+	}
+}
