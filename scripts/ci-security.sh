@@ -26,6 +26,9 @@ FUZZ_TARGETS="
 ./internal/httpapi FuzzHandler
 ./internal/dingtalk FuzzParse
 ./internal/dingtalk FuzzScrub
+./internal/proxyrule FuzzClean
+./internal/proxyrule FuzzParse
+./internal/httpapi FuzzProxyHandler
 "
 
 step() { printf '\n== %s\n' "$*"; }

@@ -64,6 +64,13 @@ func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 func (a *API) GatewayHandler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(a.instrument, recoverPanics(a.log), noStore)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such route"})
+	})
+	// chi answers methods it does not know (any token is a valid HTTP method) this way.
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed"})
+	})
 	r.Handle("/*", http.HandlerFunc(a.gateway))
 	return r
 }
@@ -124,6 +131,13 @@ func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app 
 	}
 	if a.fwd == nil {
 		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "the proxy is not enabled"})
+		return
+	}
+	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
+		// TRACE would echo the request, token included, back to the caller; CONNECT is no API call.
+		ev.Status, ev.Result = http.StatusMethodNotAllowed, codeMethodNotAllowed
+		a.paudit(ev)
+		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "TRACE and CONNECT are never proxied"})
 		return
 	}
 	path, err := proxyrule.Clean(escaped)

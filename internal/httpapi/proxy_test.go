@@ -89,7 +89,7 @@ func newProxyFixture(t *testing.T) *proxyFixture {
 		Apps:   []httpapi.App{{Name: "crm", Type: "dingtalk"}, {Name: "hr", Type: "dingtalk"}},
 		Clients: []httpapi.Client{
 			{Name: "svc", KeySHA256: config.HashKey(proxyKey), Proxy: map[string]proxyrule.Set{
-				"crm": rules(t, "POST oapi:/topapi/v2/user/get", "GET api:/v1.0/contact/users/*", "* oapi:/media/**"),
+				"crm": rules(t, "POST oapi:/topapi/v2/user/get", "GET api:/v1.0/contact/users/*", "* oapi:/media/**", "* api:/v1.0/contact/users/trace"),
 			}},
 			{Name: "admin", KeySHA256: config.HashKey(proxyAdmin), Apps: []string{"*"}},
 		},
@@ -172,6 +172,7 @@ func TestProxyRoutes(t *testing.T) {
 		{"empty segment", "GET", base + "/api/v1.0//contact/users/x", proxyKey, 400, "bad_request"},
 		{"empty path", "GET", base + "/api/", proxyKey, 400, "bad_request"},
 		{"unknown family", "GET", base + "/web/x", proxyKey, 404, "not_found"},
+		{"TRACE would echo the token", "TRACE", base + "/api/v1.0/contact/users/trace", proxyKey, 405, "method_not_allowed"},
 		{"no key", "GET", base + "/api/v1.0/contact/users/x", "", 401, "unauthenticated"},
 		{"proxy-only client gets no token", "GET", f.api.URL + "/v1/apps/crm/access_token", proxyKey, 403, "forbidden"},
 	}
