@@ -3,7 +3,13 @@
 // carries (Content-Type, Cache-Control, Content-Length), and nothing else: no routing, no
 // authentication, no metrics. tokend's hot path is measured against it.
 //
-//	baseline -listen 127.0.0.1:0 -size 131
+//	baseline -listen 127.0.0.1:0 -size 131 -server default
+//	baseline -listen 127.0.0.1:0 -size 131 -server tokend
+//
+// -server default is a zero http.Server{Handler: h}: what Go itself costs, the floor of any Go
+// service and the reference of the hot-path goal. -server tokend adds the connection limits of
+// tokend's client API (newServer in cmd/tokend; keep tokendServer in step with it), so that the cost of
+// those protections shows apart from the cost of tokend's own code.
 //
 // Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
 package main
@@ -49,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
+	kind := fs.String("server", "default", "http.Server settings: `default` (Go's) or tokend (tokend's timeouts)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,18 +71,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hd["Content-Length"] = []string{clen}
 		_, _ = w.Write(b)
 	})
+	var srv *http.Server
+	switch *kind {
+	case "default":
+		srv = &http.Server{Handler: h}
+	case "tokend":
+		srv = tokendServer(h)
+	default:
+		return fmt.Errorf("-server %q: want default or tokend", *kind)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
-	}
-	// The same connection limits as tokend's client API, so neither side is spared their cost.
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      45 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    16 << 10,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -94,4 +101,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// tokendServer has the connection limits of tokend's client API with the default upstream.timeout
+// (cmd/tokend's newServer): the second reference of bench/run.sh.
+func tokendServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      45 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
 }

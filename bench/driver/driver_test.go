@@ -154,3 +154,35 @@ func TestConfigHasNoKeyOnlyItsHash(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigClientsLevelAndPprof(t *testing.T) {
+	cfg := tokendSetup{Redis: "127.0.0.1:1", Fake: "127.0.0.1:2", Apps: makeApps(1), Margin: time.Minute, MaxRPS: 50,
+		LogLevel: "debug", Clients: 100, Pprof: true}.config("127.0.0.1:3", "127.0.0.1:4")
+	if n := strings.Count(cfg, "key_sha256: "); n != 100 {
+		t.Fatalf("%d clients configured, want 100", n)
+	}
+	lines := strings.Split(strings.TrimSpace(cfg), "\n")
+	if !strings.Contains(lines[len(lines)-1], "name: bench") {
+		t.Fatalf("the benchmark's client is not last: %s", lines[len(lines)-1])
+	}
+	for _, want := range []string{"level: debug", "debug: {pprof: true}"} {
+		if !strings.Contains(cfg, want) {
+			t.Fatalf("config lacks %q", want)
+		}
+	}
+}
+
+func TestTokendBins(t *testing.T) {
+	var b tokendBins
+	for _, v := range []string{"before=/x/tokend-before", "/y/tokend"} {
+		if err := b.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Set("=/z"); err == nil {
+		t.Fatal("an empty label was accepted")
+	}
+	if b.String() != "before=/x/tokend-before,tokend=/y/tokend" {
+		t.Fatalf("tokendBins = %s", b.String())
+	}
+}

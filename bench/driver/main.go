@@ -1,8 +1,9 @@
 // Command driver runs tokend's end-to-end benchmarks for bench/run.sh and prints their tables:
 //
-//   - hot: wrk against an authenticated GET /v1/apps/{app}/access_token served from memory and
-//     against a bare net/http server (bench/baseline) returning a constant body of the same size,
-//     interleaved A B A B, with the same connections;
+//   - hot: wrk against an authenticated GET /v1/apps/{app}/access_token served from memory, against
+//     a bare net/http server with Go's defaults (bench/baseline) returning the same bytes, and against
+//     the same with tokend's timeouts; servers and wrk pinned to different CPUs, rounds interleaved,
+//     server CPU per request from /proc (see hot.go);
 //   - redis: Redis INFO commandstats over an idle window and over a load window of the same length;
 //   - scale: 10 000 apps in one replica: warm-up time within the upstream budget, resident memory,
 //     idle CPU, and upstream calls per app per refresh cycle;
@@ -22,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -44,7 +46,16 @@ type options struct {
 
 	ld     load
 	rounds int
-	window time.Duration // redis phase window
+	// The hot phase: tokend binaries and log levels to compare, clients configured, CPUs to pin the
+	// servers and the load generator to, and where to store CPU profiles ("" for none).
+	tokends       tokendBins
+	levels        []string
+	clients       int
+	serverCPU     string
+	loadCPU       string
+	profileDir    string
+	profilePrefix string
+	window        time.Duration // redis phase window
 
 	scaleApps   int
 	scaleRPS    float64
@@ -66,10 +77,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.bin, "bin", "", "`dir`ectory holding the tokend, fakedingtalk and baseline binaries")
 	fs.StringVar(&phases, "phases", "hot,redis,scale,budget", "comma-separated phases to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) after the run")
-	fs.IntVar(&o.ld.Threads, "threads", 2, "wrk threads")
+	fs.IntVar(&o.ld.Threads, "threads", 1, "wrk threads")
 	fs.IntVar(&o.ld.Conns, "connections", 64, "wrk connections")
-	fs.DurationVar(&o.ld.Duration, "duration", 10*time.Second, "length of one wrk run")
-	fs.IntVar(&o.rounds, "rounds", 8, "A B rounds of the hot-path comparison")
+	fs.DurationVar(&o.ld.Duration, "duration", 5*time.Second, "length of one wrk run")
+	fs.IntVar(&o.rounds, "rounds", 7, "rounds of the hot-path comparison (every side once per round)")
+	fs.Var(&o.tokends, "tokend", "`label=path` of a tokend binary to compare (repeatable; default tokend=DIR/tokend)")
+	var levels string
+	fs.StringVar(&levels, "levels", "info,debug", "comma-separated log.level values to run each tokend with in the hot phase")
+	fs.IntVar(&o.clients, "clients", 100, "clients configured in the hot phase's tokend")
+	fs.StringVar(&o.serverCPU, "server-cpu", "1", "CPU list (taskset -c) for the servers of the hot phase; empty: no pinning")
+	fs.StringVar(&o.loadCPU, "load-cpu", "0", "CPU list (taskset -c) for wrk, Redis and the fake in the hot phase; empty: no pinning")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "`dir`ectory to store a CPU profile of each tokend label \"tokend\" into (pprof on its ops port)")
+	fs.StringVar(&o.profilePrefix, "profile-prefix", "", "file name prefix of the stored profiles")
 	fs.DurationVar(&o.window, "redis-window", 10*time.Second, "length of the idle and load windows of the redis phase")
 	fs.IntVar(&o.scaleApps, "scale-apps", 10000, "apps in the scale run")
 	fs.Float64Var(&o.scaleRPS, "scale-max-rps", 400, "upstream.max_rps of the scale run")
@@ -90,6 +109,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("-bin is required")
 	}
 	o.ld.Key = benchKey
+	if len(o.tokends) == 0 {
+		o.tokends = tokendBins{{"tokend", filepath.Join(o.bin, "tokend")}}
+	}
+	for _, lv := range strings.Split(levels, ",") {
+		if lv = strings.TrimSpace(lv); lv != "" {
+			o.levels = append(o.levels, lv)
+		}
+	}
+	if len(o.levels) == 0 {
+		o.levels = []string{"info"}
+	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		switch p = strings.TrimSpace(p); p {

@@ -35,6 +35,8 @@ type lab struct {
 	dir string
 	bin string
 	hc  *http.Client
+	// cpu, when set, pins the processes started next to these CPUs (taskset -c).
+	cpu string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -47,6 +49,9 @@ func (l *lab) start(ctx context.Context, name, bin string, args []string, wait f
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
+	}
+	if l.cpu != "" {
+		bin, args = "taskset", append([]string{"-c", l.cpu, bin}, args...)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = logf

@@ -17,20 +17,7 @@ type report struct {
 	w, progress io.Writer
 
 	bodySize int
-	ld       load
-	rounds   int
-	hot      []hotPair
 	verdicts []verdict
-}
-
-type hotRun struct {
-	wrkResult
-	cpu time.Duration // the server's CPU time during the run
-}
-
-type hotPair struct {
-	round     int
-	base, tok hotRun
 }
 
 type verdict struct {
@@ -85,49 +72,6 @@ func firstLine(ctx context.Context, name string, args ...string) string {
 		return "unknown"
 	}
 	return strings.TrimSpace(line)
-}
-
-func (r *report) startHot(o options) {
-	r.ld, r.rounds = o.ld, o.rounds
-	r.printf("## Hot path: tokend vs a bare net/http server\n\n")
-	r.printf("Authenticated `GET /v1/apps/crm/access_token` served from memory (tokend with a real Redis and the fake\n")
-	r.printf("DingTalk) against `bench/baseline` answering a constant %d-byte JSON body; the same request (with its\n", r.bodySize)
-	r.printf("Authorization header) to both; `wrk -t%d -c%d -d%s --latency`, runs interleaved A B A B.\n\n", r.ld.Threads, r.ld.Conns, r.ld.Duration)
-	r.printf("| round | baseline req/s | tokend req/s | ratio | baseline p50 | baseline p99 | tokend p50 | tokend p99 | baseline CPU/req | tokend CPU/req |\n")
-	r.printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-}
-
-func perReq(cpu time.Duration, requests int64) float64 {
-	if requests == 0 {
-		return 0
-	}
-	return float64(cpu.Microseconds()) / float64(requests)
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-func (r *report) hotRound(round int, base, tok hotRun) {
-	r.hot = append(r.hot, hotPair{round, base, tok})
-	r.printf("| %d | %.0f | %.0f | %.3f | %s | %s | %s | %s | %.1f µs | %.1f µs |\n", round, base.RPS, tok.RPS, tok.RPS/base.RPS,
-		ms(base.P50), ms(base.P99), ms(tok.P50), ms(tok.P99), perReq(base.cpu, base.Requests), perReq(tok.cpu, tok.Requests))
-}
-
-func (r *report) endHot() {
-	var ratios, brps, trps, b50, b99, t50, t99, bcpu, tcpu []float64
-	for _, p := range r.hot {
-		ratios = append(ratios, p.tok.RPS/p.base.RPS)
-		brps, trps = append(brps, p.base.RPS), append(trps, p.tok.RPS)
-		b50, b99 = append(b50, float64(p.base.P50)), append(b99, float64(p.base.P99))
-		t50, t99 = append(t50, float64(p.tok.P50)), append(t99, float64(p.tok.P99))
-		bcpu, tcpu = append(bcpu, perReq(p.base.cpu, p.base.Requests)), append(tcpu, perReq(p.tok.cpu, p.tok.Requests))
-	}
-	ratio := median(ratios)
-	r.printf("| **median** | **%.0f** | **%.0f** | **%.3f** | %s | %s | %s | %s | %.1f µs | %.1f µs |\n\n", median(brps), median(trps), ratio,
-		ms(time.Duration(median(b50))), ms(time.Duration(median(b99))), ms(time.Duration(median(t50))), ms(time.Duration(median(t99))),
-		median(bcpu), median(tcpu))
-	r.printf("ratio = tokend req/s ÷ baseline req/s of the same round; the median row is the median of each column.\n")
-	r.printf("CPU/req = the server process's user+system CPU time during the run ÷ requests served.\n\n")
-	r.check("1. hot path req/s vs bare net/http", "≥ 0.90×", fmt.Sprintf("%.3f× (median of %d rounds; min %.3f, max %.3f)", ratio, len(ratios), minOf(ratios), maxOf(ratios)), ratio >= 0.9)
 }
 
 func minOf(xs []float64) float64 {

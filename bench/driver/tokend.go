@@ -50,12 +50,27 @@ type tokendSetup struct {
 	Apps   []appCred
 	Margin time.Duration
 	MaxRPS float64
+	// Bin is the tokend binary; "" means tokend in the lab's bin directory.
+	Bin string
+	// LogLevel is log.level; "" means warn.
+	LogLevel string
+	// Clients is how many clients are configured (at least 1); the benchmark's key is the last.
+	Clients int
+	// Pprof serves net/http/pprof on the ops listener (debug.pprof).
+	Pprof bool
 }
 
 func (s tokendSetup) config(listen, ops string) string {
 	sum := sha256.Sum256([]byte(benchKey))
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %s\nops_listen: %s\nlog: {level: warn, format: json}\n", listen, ops)
+	level := s.LogLevel
+	if level == "" {
+		level = "warn"
+	}
+	fmt.Fprintf(&b, "listen: %s\nops_listen: %s\nlog: {level: %s, format: json}\n", listen, ops, level)
+	if s.Pprof {
+		b.WriteString("debug: {pprof: true}\n")
+	}
 	fmt.Fprintf(&b, "store:\n  redis: {url: \"redis://%s/0\", key_prefix: tokendbench}\n", s.Redis)
 	fmt.Fprintf(&b, "refresh: {margin: %s}\n", s.Margin)
 	fmt.Fprintf(&b, "upstream: {max_rps: %s}\n", strconv.FormatFloat(s.MaxRPS, 'f', -1, 64))
@@ -64,7 +79,12 @@ func (s tokendSetup) config(listen, ops string) string {
 	for _, a := range s.Apps {
 		fmt.Fprintf(&b, "  - {name: %s, type: dingtalk, client_id: %s, client_secret: %s}\n", a.name, a.key, a.secret)
 	}
-	fmt.Fprintf(&b, "clients:\n  - {name: bench, key_sha256: %s, apps: [\"*\"]}\n", hex.EncodeToString(sum[:]))
+	b.WriteString("clients:\n")
+	for i := 1; i < s.Clients; i++ {
+		other := sha256.Sum256([]byte(fmt.Sprintf("%s-other-%d", benchKey, i)))
+		fmt.Fprintf(&b, "  - {name: other%03d, key_sha256: %s, apps: [\"*\"]}\n", i, hex.EncodeToString(other[:]))
+	}
+	fmt.Fprintf(&b, "  - {name: bench, key_sha256: %s, apps: [\"*\"]}\n", hex.EncodeToString(sum[:]))
 	return b.String()
 }
 
@@ -93,7 +113,11 @@ func (l *lab) startTokend(ctx context.Context, name string, setup tokendSetup) (
 			return nil, err
 		}
 		started := time.Now()
-		p, err := l.start(ctx, name, filepath.Join(l.bin, "tokend"), []string{"-config", cfg}, nil)
+		bin := setup.Bin
+		if bin == "" {
+			bin = filepath.Join(l.bin, "tokend")
+		}
+		p, err := l.start(ctx, name, bin, []string{"-config", cfg}, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -25,6 +25,7 @@ type load struct {
 	Threads, Conns int
 	Duration       time.Duration
 	Key            string // sent as a bearer key (to both servers, so requests are the same size)
+	CPU            string // when set, wrk runs pinned to these CPUs (taskset -c)
 }
 
 // runWrk runs wrk against url and parses its report.
@@ -37,7 +38,11 @@ func runWrk(ctx context.Context, ld load, url string) (wrkResult, error) {
 		args = append(args, "-H", "Authorization: Bearer "+ld.Key)
 	}
 	args = append(args, url)
-	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	name := "wrk"
+	if ld.CPU != "" {
+		name, args = "taskset", append([]string{"-c", ld.CPU, "wrk"}, args...)
+	}
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", url, err, out)
 	}

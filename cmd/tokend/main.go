@@ -15,7 +15,10 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, reload)
+	signal.Stop(reload)
 	stop()
 	if err != nil {
 		var ec exitCode

@@ -11,9 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,13 +23,13 @@ import (
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/proxy"
-	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/store"
 )
 
 // run is the whole program: it parses args, builds every part, serves until ctx ends, and shuts down
-// gracefully. Its error carries the exit status (exitCode) where it is not 1.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// gracefully. Every value received from reload (main sends SIGHUP there; nil never reloads) re-reads
+// the configuration file. Its error carries the exit status (exitCode) where it is not 1.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, reload <-chan os.Signal) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "keygen":
@@ -97,7 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		onListen = func(addr string) { env.announce(stdout, addr) }
 		log.Warn("DEV MODE: using an embedded FAKE DingTalk and an in-memory store; not for production", "fake_dingtalk", env.fakeURL)
 	}
-	return serve(ctx, cfg, *configPath, getenv, log, newAuditLog(stderr), onListen)
+	return serve(ctx, cfg, *configPath, getenv, log, newAuditLog(stderr), onListen, reload)
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
@@ -119,8 +117,9 @@ type tokend struct {
 	certs  *tlsFiles // nil without TLS
 }
 
-// serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address.
-func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, audit *auditLog, onListen func(string)) error {
+// serve runs tokend with cfg until ctx ends; onListen learns the client API's bound address. Each
+// value received from reload reloads the file at configPath (nil: never).
+func serve(ctx context.Context, cfg *config.Config, configPath string, getenv func(string) string, log *slog.Logger, audit *auditLog, onListen func(string), reload <-chan os.Signal) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1, labelled with the running version."}, []string{"version"})
@@ -171,6 +170,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		Registerer: reg,
 		Gatherer:   reg,
 		Audit:      audit.api,
+		Pprof:      cfg.Debug.Pprof,
 		Proxy:      px,
 		ProxyAudit: audit.proxy,
 	})
@@ -226,9 +226,6 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		gwAddr = gwLn.Addr().String()
 		wg.Go(func() { serveErr <- ignoreClosed(gwSrv.Serve(gwLn)) })
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(), "gateway_listen", gwAddr,
 		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
 	onListen(apiLn.Addr().String())
@@ -242,7 +239,7 @@ loop:
 		case err := <-serveErr:
 			runErr = err
 			break loop
-		case <-hup:
+		case <-reload:
 			if configPath == "" {
 				log.Warn("reload ignored: no configuration file (dev mode)")
 				continue
@@ -325,11 +322,7 @@ func openStore(cfg *config.Config) (broker.Store, func(), error) {
 func brokerApps(cfg *config.Config) []broker.App {
 	apps := make([]broker.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
-		cred := dingtalk.App{Type: dingtalk.AppType(a.Type), API: dingtalk.API(a.TokenAPI), Key: a.ClientID, Secret: a.ClientSecret}
-		if a.Type == config.TypeDingTalkCorp {
-			cred = dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: a.CorpID, Secret: a.CorpSecret}
-		}
-		apps = append(apps, broker.App{Name: a.Name, Cred: cred, JSAPITicket: a.JSAPITicket})
+		apps = append(apps, broker.App{Name: a.Name, Cred: a.Credential(), JSAPITicket: a.JSAPITicket})
 	}
 	return apps
 }
@@ -337,8 +330,8 @@ func brokerApps(cfg *config.Config) []broker.App {
 func apiApps(cfg *config.Config) []httpapi.App {
 	apps := make([]httpapi.App, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
-		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type, JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
-			AgentID: a.AgentID, SignatureHash: signature.Hash(a.SignatureHash)})
+		apps = append(apps, httpapi.App{Name: a.Name, Type: a.Type.String(), JSAPITicket: a.JSAPITicket, CorpID: a.CorpID,
+			AgentID: a.AgentID, SignatureHash: a.SignatureHash})
 	}
 	return apps
 }

@@ -64,10 +64,19 @@ func (o *output) await(t *testing.T, re *regexp.Regexp) string {
 // that ends the run and returns its error.
 func started(t *testing.T, args []string, getenv func(string) string) (stdout, stderr *output, stop func() error) {
 	t.Helper()
+	stdout, stderr, stop, _ = startedReloadable(t, args, getenv)
+	return stdout, stderr, stop
+}
+
+// startedReloadable is started that also returns reload, which makes the running tokend reload its
+// configuration as SIGHUP does in production, without a signal.
+func startedReloadable(t *testing.T, args []string, getenv func(string) string) (stdout, stderr *output, stop func() error, reload func()) {
+	t.Helper()
 	stdout, stderr = newOutput(), newOutput()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, getenv, stdout, stderr) }()
+	reloads := make(chan os.Signal)
+	go func() { done <- run(ctx, args, getenv, stdout, stderr, reloads) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -75,7 +84,16 @@ func started(t *testing.T, args []string, getenv func(string) string) (stdout, s
 		return err
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stdout, stderr, stop
+	reload = func() {
+		t.Helper()
+		select {
+		case reloads <- syscall.SIGHUP:
+		case err := <-done:
+			done <- err
+			t.Fatalf("reload: tokend is no longer running: %v", err)
+		}
+	}
+	return stdout, stderr, stop, reload
 }
 
 func get(t *testing.T, url, key string) (int, string) {
@@ -121,7 +139,7 @@ func TestInvalidConfigPrintsEveryProblemAndExitsTwo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), []string{"-config", path}, func(string) string { return "" }, &stdout, &stderr)
+	err := run(t.Context(), []string{"-config", path}, func(string) string { return "" }, &stdout, &stderr, nil)
 	var code exitCode
 	if !errors.As(err, &code) || code != 2 {
 		t.Fatalf("err = %v, want exit status 2", err)
@@ -135,7 +153,7 @@ func TestInvalidConfigPrintsEveryProblemAndExitsTwo(t *testing.T) {
 
 func TestKeygenPrintsAKeyAndItsHash(t *testing.T) {
 	var stdout bytes.Buffer
-	if err := run(t.Context(), []string{"keygen"}, os.Getenv, &stdout, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"keygen"}, os.Getenv, &stdout, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	key := regexp.MustCompile(`(tkd_\S+)`).FindString(stdout.String())
@@ -294,7 +312,7 @@ func TestServesFromRealRedisAndLeaksNoSecretOrToken(t *testing.T) {
 
 func TestReloadAddsAppsReplacesClientsAndRejectsInvalidConfig(t *testing.T) {
 	d := newDeployment(t)
-	_, stderr, stop := started(t, []string{"-config", d.path}, d.getenv)
+	_, stderr, stop, reload := startedReloadable(t, []string{"-config", d.path}, d.getenv)
 	api := "http://" + stderr.await(t, apiAddr)
 	if code, _ := get(t, api+"/v1/apps/crm/access_token", d.key); code != 200 {
 		t.Fatalf("before reload: %d", code)
@@ -305,9 +323,7 @@ func TestReloadAddsAppsReplacesClientsAndRejectsInvalidConfig(t *testing.T) {
 	if err := os.WriteFile(d.path, []byte("apps: []\nunknown: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	reload()
 	stderr.await(t, regexp.MustCompile(`"event":"reload","result":"rejected"`))
 	if code, _ := get(t, api+"/v1/apps/crm/access_token", d.key); code != 200 {
 		t.Fatalf("after a rejected reload: %d, want 200", code)
@@ -318,9 +334,7 @@ func TestReloadAddsAppsReplacesClientsAndRejectsInvalidConfig(t *testing.T) {
     type: dingtalk
     client_id: dingcrm
     client_secret_env: CRM_SECRET`, "[crm]")
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	reload()
 	stderr.await(t, regexp.MustCompile(`"event":"reload","result":"applied","apps":1,"clients":1`))
 	if code, _ := get(t, api+"/v1/apps/hr/access_token", d.key); code != 403 {
 		t.Fatalf("hr after reload: %d, want 403", code)

@@ -18,7 +18,6 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,8 +29,7 @@ import (
 
 // The security tests run tokend as the other tests in this package do (run with a real Redis and a
 // fake DingTalk) with distinctive secrets, keys and tokens, then search everything tokend wrote or
-// served, and everything in Redis, for them. None of them is parallel: reload tests signal the whole
-// process.
+// served, and everything in Redis, for them. None of them is parallel: each runs a whole tokend.
 
 // Client keys of the security deployment. They share keyStem, which nothing else holds.
 const (
@@ -302,7 +300,7 @@ func TestNothingLeaksSecretsTokensOrKeys(t *testing.T) {
 	d.fake.SetFault("dinghr", fakedingtalk.Fault{Mode: fakedingtalk.FaultBadCredentials})
 	d.fake.SetFault("dingorg", fakedingtalk.Fault{Mode: fakedingtalk.FaultIPNotAllowed})
 	d.fake.SetFault("dingflaky", fakedingtalk.Fault{Mode: fakedingtalk.FaultBusy})
-	stdout, stderr, stop := started(t, []string{"-config", d.path}, d.getenv)
+	stdout, stderr, stop, reload := startedReloadable(t, []string{"-config", d.path}, d.getenv)
 	api := "http://" + stderr.await(t, apiAddr)
 	ops := "http://" + stderr.await(t, opsAddr)
 	d.await(t, ops+"/readyz", "", http.StatusOK)
@@ -385,7 +383,7 @@ func TestNothingLeaksSecretsTokensOrKeys(t *testing.T) {
 	}
 	d.secrets["literal"] = "SECRET-rejected-literal-9e8d7c6b"
 	d.writeConfig(t, "\n    client_secret: "+d.secrets["literal"]+"\n    surprise: "+d.secrets["literal"])
-	sighup(t)
+	reload()
 	stderr.await(t, regexp.MustCompile(`reload rejected`))
 	// Secret rotation: DingTalk gets hr's new secret, so does the file; the reload retries hr at once.
 	if err := os.WriteFile(d.path, good, 0o600); err != nil {
@@ -398,7 +396,7 @@ func TestNothingLeaksSecretsTokensOrKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.writeSecret(t, "hr.secret", d.secrets["hr-rotated"])
-	sighup(t)
+	reload()
 	stderr.await(t, regexp.MustCompile(`configuration reloaded`))
 	d.await(t, api+"/v1/apps/hr/access_token", billingKey, 200)
 
@@ -466,13 +464,6 @@ func TestNothingLeaksDuringAnIPBan(t *testing.T) {
 		checkNoLeak(t, "a response body", b, secrets, tokens, false)
 	}
 	checkRedis(t, d.redis, secrets, "")
-}
-
-func sighup(t *testing.T) {
-	t.Helper()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // rawResponse is what came back on a raw connection.

@@ -2,8 +2,11 @@
 //
 // The file format is the one in the contract (see config.example.yaml at the repository root). Parsing is
 // strict: an unknown key anywhere is an error, and every problem found is reported at once, each with the
-// path of the field it concerns (for example apps[1].client_secret_file). Secrets are resolved from files,
-// environment variables or literal values while parsing and never appear in any error.
+// path of the field it concerns and the value found there (for example
+// apps[0].type: "nosuch" is not one of dingtalk, dingtalk_corp). Secrets are resolved from files,
+// environment variables or literal values while parsing and never appear in any error; neither do key
+// hashes, the password, query or fragment of a URL, nor a value that looks like a credential pasted on
+// the wrong line (its length is given instead).
 package config
 
 import (
@@ -12,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/proxyrule"
+	"github.com/tokend/tokend/internal/signature"
 )
 
 // Default values for keys the file leaves out.
@@ -28,18 +33,20 @@ const (
 	DefaultMaxRPS        = 50.0
 	DefaultAPIBase       = "https://api.dingtalk.com"
 	DefaultOAPIBase      = "https://oapi.dingtalk.com"
-	DefaultTokenAPI      = "v1"
-	DefaultSignatureHash = "sha1"
+	DefaultTokenAPI      = TokenAPIV1
+	DefaultSignatureHash = HashSHA1
 )
 
-// App types, token APIs and signature hashes accepted in the file.
+// App types, token APIs and signature hashes accepted in the file. Their values are the spellings of
+// the file; their types are those of the packages that use them, so the configuration hands them on
+// as they are.
 const (
-	TypeDingTalk     = "dingtalk"      // internal app: client_id and client secret
-	TypeDingTalkCorp = "dingtalk_corp" // organization-authorized app: corp_id and corp secret
-	TokenAPIV1       = "v1"            // POST /v1.0/oauth2/accessToken on the api host
-	TokenAPILegacy   = "legacy"        // GET /gettoken on the oapi host
-	HashSHA1         = "sha1"
-	HashSHA256       = "sha256"
+	TypeDingTalk     = dingtalk.Internal // internal app: client_id and client secret
+	TypeDingTalkCorp = dingtalk.Corp     // organization-authorized app: corp_id and corp secret
+	TokenAPIV1       = dingtalk.V1       // POST /v1.0/oauth2/accessToken on the api host
+	TokenAPILegacy   = dingtalk.Legacy   // GET /gettoken on the oapi host
+	HashSHA1         = signature.SHA1
+	HashSHA256       = signature.SHA256
 )
 
 // AllApps is the entry of Client.Apps that grants every app.
@@ -69,6 +76,7 @@ type Config struct {
 	Apps      []App
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
+	Debug   Debug // see debug.go
 }
 
 // Log configures the process logger.
@@ -126,13 +134,13 @@ type App struct {
 	// Name matches [a-z0-9][a-z0-9_-]{0,63} and is unique.
 	Name string
 	// Type is TypeDingTalk or TypeDingTalkCorp.
-	Type string
+	Type dingtalk.AppType
 	// ClientID is the appKey of a TypeDingTalk app; "" for TypeDingTalkCorp.
 	ClientID string
 	// ClientSecret is the resolved appSecret of a TypeDingTalk app; "" for TypeDingTalkCorp. A secret.
 	ClientSecret string
 	// TokenAPI is TokenAPIV1 or TokenAPILegacy; always TokenAPILegacy for TypeDingTalkCorp.
-	TokenAPI string
+	TokenAPI dingtalk.API
 	// JSAPITicket says whether tokend also keeps a jsapi ticket for the app.
 	JSAPITicket bool
 	// CorpID is required for TypeDingTalkCorp and whenever JSAPITicket is true.
@@ -140,9 +148,19 @@ type App struct {
 	// AgentID (digits) is required whenever JSAPITicket is true.
 	AgentID string
 	// SignatureHash is HashSHA1 or HashSHA256, for jsapi signatures.
-	SignatureHash string
+	SignatureHash signature.Hash
 	// CorpSecret is the resolved CorpSecret of a TypeDingTalkCorp app; "" otherwise. A secret.
 	CorpSecret string
+}
+
+// Credential returns what DingTalk needs to issue the app's access token: appKey and appSecret on the
+// app's token API for a TypeDingTalk app, CorpId and CorpSecret on the legacy API for a
+// TypeDingTalkCorp app. It holds a secret.
+func (a App) Credential() dingtalk.App {
+	if a.Type == TypeDingTalkCorp {
+		return dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: a.CorpID, Secret: a.CorpSecret}
+	}
+	return dingtalk.App{Type: a.Type, API: a.TokenAPI, Key: a.ClientID, Secret: a.ClientSecret}
 }
 
 // TLS is the client listener's TLS configuration. The files are checked at load time (the key pair
@@ -181,17 +199,6 @@ type Client struct {
 	// Proxy holds, by app name, the DingTalk calls tokend makes for the client through the proxy.
 	// An app not in the map may not be proxied.
 	Proxy map[string]proxyrule.Set
-}
-
-// Allows reports whether the client may use the app called app. It does not check that the app
-// exists.
-func (c Client) Allows(app string) bool {
-	for _, a := range c.Apps {
-		if a == AllApps || a == app {
-			return true
-		}
-	}
-	return false
 }
 
 // Problem is one thing wrong with a configuration.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokend/tokend/internal/dingtalk"
 )
 
 // Distinctive secret values: no error message may contain any of them, or any 6-character piece.
@@ -743,26 +745,6 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-func TestClientAllows(t *testing.T) {
-	cases := []struct {
-		apps []string
-		app  string
-		want bool
-	}{
-		{[]string{"crm"}, "crm", true},
-		{[]string{"crm"}, "oldorg", false},
-		{[]string{"crm", "oldorg"}, "oldorg", true},
-		{[]string{"*"}, "anything", true},
-		{nil, "crm", false},
-		{[]string{"crm"}, "", false},
-	}
-	for _, tc := range cases {
-		if got := (Client{Apps: tc.apps}).Allows(tc.app); got != tc.want {
-			t.Errorf("Client{Apps: %v}.Allows(%q) = %v, want %v", tc.apps, tc.app, got, tc.want)
-		}
-	}
-}
-
 func TestErrorFormat(t *testing.T) {
 	e := &Error{Problems: []Problem{
 		{Path: "apps[1].client_secret_file", Message: "file \"/x\" does not exist"},
@@ -824,7 +806,153 @@ func TestContractExample(t *testing.T) {
 		t.Fatalf("the contract's example does not parse: %v", err)
 	}
 	if len(cfg.Apps) != 2 || cfg.Apps[0].ClientSecret != secretFileValue || cfg.Apps[1].CorpSecret != secretCorp ||
-		cfg.Clients[0].KeySHA256 != HashKey("test") || !cfg.Clients[0].Allows("crm") || cfg.Clients[0].Allows("oldorg") {
+		cfg.Clients[0].KeySHA256 != HashKey("test") || !slices.Equal(cfg.Clients[0].Apps, []string{"crm"}) {
 		t.Errorf("the contract's example is not read as written")
+	}
+}
+
+// TestCredential checks which configured values become the DingTalk credential of each app type.
+func TestCredential(t *testing.T) {
+	tests := []struct {
+		name string
+		app  App
+		want dingtalk.App
+	}{
+		{"internal v1", App{Type: TypeDingTalk, TokenAPI: TokenAPIV1, ClientID: "k", ClientSecret: "s", CorpID: "c"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}},
+		{"internal legacy", App{Type: TypeDingTalk, TokenAPI: TokenAPILegacy, ClientID: "k", ClientSecret: "s"},
+			dingtalk.App{Type: dingtalk.Internal, API: dingtalk.Legacy, Key: "k", Secret: "s"}},
+		{"corp", App{Type: TypeDingTalkCorp, TokenAPI: TokenAPILegacy, CorpID: "c", CorpSecret: "cs"},
+			dingtalk.App{Type: dingtalk.Corp, API: dingtalk.Legacy, Key: "c", Secret: "cs"}},
+	}
+	for _, tt := range tests {
+		if got := tt.app.Credential(); got != tt.want {
+			// Not printed: the credential holds the (test) secret.
+			t.Errorf("%s: Credential() differs from the expected one", tt.name)
+		}
+	}
+}
+
+// TestMessagesNameTheValue: a problem quotes the offending value, so that a typo is found at a glance,
+// except secrets, key hashes, the parts of URLs that may hold a password, and values that look like a
+// credential pasted on the wrong line.
+func TestMessagesNameTheValue(t *testing.T) {
+	redis := func(m map[string]any) map[string]any { return sub(sub(m, "store"), "redis") }
+	cases := []struct {
+		name   string
+		mutate func(m map[string]any)
+		want   string // the whole line of the problem
+	}{
+		{"app type", func(m map[string]any) { app(m, 1)["type"] = "nosuch" },
+			`apps[1].type: "nosuch" is not one of dingtalk, dingtalk_corp`},
+		{"app type missing", func(m map[string]any) { delete(app(m, 1), "type") },
+			`apps[1].type: is required: one of dingtalk, dingtalk_corp`},
+		{"app name", func(m map[string]any) { app(m, 0)["name"] = "Not Valid!" },
+			`apps[0].name: "Not Valid!" must match [a-z0-9][a-z0-9_-]{0,63}`},
+		{"token_api", func(m map[string]any) { app(m, 0)["token_api"] = "v2" },
+			`apps[0].token_api: "v2" is not one of v1, legacy`},
+		{"corp token_api", func(m map[string]any) { app(m, 1)["token_api"] = "v1" },
+			`apps[1].token_api: "v1": type dingtalk_corp always uses the legacy API: remove token_api`},
+		{"signature_hash", func(m map[string]any) { app(m, 0)["signature_hash"] = "md5" },
+			`apps[0].signature_hash: "md5" is not one of sha1, sha256`},
+		{"agent_id", func(m map[string]any) { app(m, 0)["agent_id"] = "12a" },
+			`apps[0].agent_id: "12a" must be digits (at most 20)`},
+		{"corp_id", func(m map[string]any) { app(m, 0)["corp_id"] = "ding corp" },
+			`apps[0].corp_id: "ding corp" must not contain spaces or control characters`},
+		{"client_id", func(m map[string]any) { app(m, 0)["client_id"] = "ding\tx" },
+			`apps[0].client_id: "ding\tx" must not contain spaces or control characters`},
+		{"env name", func(m map[string]any) { app(m, 0)["client_secret_env"] = "CRM-SECRET" },
+			`apps[0].client_secret_env: "CRM-SECRET" must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)`},
+		{"log level", func(m map[string]any) { sub(m, "log")["level"] = "verbose" },
+			`log.level: "verbose" is not one of debug, info, warn, error`},
+		{"log format", func(m map[string]any) { sub(m, "log")["format"] = "xml" },
+			`log.format: "xml" is not one of json, text`},
+		{"duration syntax", func(m map[string]any) { sub(m, "refresh")["margin"] = "600" },
+			`refresh.margin: "600" is not a duration such as 30s, 10m or 1h30m`},
+		{"duration range", func(m map[string]any) { sub(m, "refresh")["margin"] = "2h" },
+			`refresh.margin: "2h" must be more than 0 and less than 2h0m0s`},
+		{"timeout", func(m map[string]any) { sub(m, "upstream")["timeout"] = "61s" },
+			`upstream.timeout: "61s" must be more than 0 and at most 1m0s`},
+		{"failure_retry", func(m map[string]any) { sub(m, "upstream")["failure_retry"] = "999ms" },
+			`upstream.failure_retry: "999ms" must be at least 1s`},
+		{"max_rps", func(m map[string]any) { sub(m, "upstream")["max_rps"] = 501 },
+			`upstream.max_rps: 501 must be more than 0 and at most 500`},
+		{"listen", func(m map[string]any) { m["listen"] = "8080" },
+			`listen: "8080" must be host:port`},
+		{"listen port", func(m map[string]any) { m["listen"] = "127.0.0.1:http" },
+			`listen: "127.0.0.1:http" must be host:port with a port from 0 to 65535`},
+		{"listeners clash", func(m map[string]any) { m["ops_listen"] = ":8080" },
+			`ops_listen: ":8080" must differ from listen ("127.0.0.1:8080")`},
+		{"base url", func(m map[string]any) { sub(m, "dingtalk")["api_base"] = "api.dingtalk.com" },
+			`dingtalk.api_base: "api.dingtalk.com" must be an absolute http:// or https:// URL`},
+		{"base url with a password", func(m map[string]any) {
+			sub(m, "dingtalk")["oapi_base"] = "https://u:" + secretLiteral + "@oapi.dingtalk.com/x"
+		}, `dingtalk.oapi_base: "https://u:xxxxx@oapi.dingtalk.com/x" must be scheme://host[:port] only, without user, path, query or fragment`},
+		{"base url with a query", func(m map[string]any) {
+			sub(m, "dingtalk")["oapi_base"] = "https://oapi.dingtalk.com/?appsecret=" + secretLiteral
+		}, `dingtalk.oapi_base: "https://oapi.dingtalk.com/?…" must be scheme://host[:port] only, without user, path, query or fragment`},
+		{"redis scheme", func(m map[string]any) { redis(m)["url"] = "http://u:" + secretRedisPw + "@h:6379" },
+			`store.redis.url: must be a redis:// or rediss:// URL, not "http://"`},
+		{"redis port", func(m map[string]any) { redis(m)["url"] = "redis://:" + secretRedisPw + "@h:0/1" },
+			`store.redis.url: port "0" is not from 1 to 65535`},
+		{"redis db", func(m map[string]any) { redis(m)["url"] = "redis://:" + secretRedisPw + "@h:6379/x" },
+			`store.redis.url: path "/x" must be empty or /<database number>`},
+		{"redis addr", func(m map[string]any) {
+			delete(redis(m), "url")
+			redis(m)["addrs"] = []any{"h1:7000", "h2"}
+		}, `store.redis.addrs[1]: "h2" must be host:port`},
+		{"redis addr duplicate", func(m map[string]any) {
+			delete(redis(m), "url")
+			redis(m)["addrs"] = []any{"h1:7000", "h1:7000"}
+		}, `store.redis.addrs[1]: duplicate address "h1:7000" (also store.redis.addrs[0])`},
+		{"key_prefix", func(m map[string]any) { redis(m)["key_prefix"] = "{tokend}" },
+			`store.redis.key_prefix: "{tokend}" must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}`},
+		{"client app", func(m map[string]any) { client(m, 0)["apps"] = []any{"crm", "nope"} },
+			`clients[0].apps[1]: unknown app "nope"`},
+		{"client app duplicate", func(m map[string]any) { client(m, 0)["apps"] = []any{"crm", "crm"} },
+			`clients[0].apps[1]: duplicate entry "crm" (also clients[0].apps[0])`},
+		{"rate limit", func(m map[string]any) { m["rate_limit"] = map[string]any{"rps": -1} },
+			`rate_limit.rps: -1 must be between 0 (no limit) and 1000000`},
+		{"burst", func(m map[string]any) { m["rate_limit"] = map[string]any{"rps": 1, "burst": 0} },
+			`rate_limit.burst: 0 must be at least 1`},
+		// Never quoted: a credential pasted on the wrong line, a key hash, a secret.
+		{"credential as a duration", func(m map[string]any) { sub(m, "refresh")["margin"] = secretLiteral },
+			`refresh.margin: a value of 20 characters (not shown: it looks like a credential) is not a duration such as 30s, 10m or 1h30m`},
+		{"credential as a type", func(m map[string]any) { app(m, 1)["type"] = secretCorp },
+			`apps[1].type: a value of 21 characters (not shown: it looks like a credential) is not one of dingtalk, dingtalk_corp`},
+		{"key hash", func(m map[string]any) { client(m, 0)["key_sha256"] = hashA[:63] },
+			`clients[0].key_sha256: must be 64 hexadecimal digits, the SHA-256 of the client key (run tokend keygen)`},
+		{"secret literal", func(m map[string]any) {
+			delete(app(m, 0), "client_secret_env")
+			app(m, 0)["client_secret"] = secretLiteral + "\x7f"
+		}, `apps[0].client_secret: must not contain control characters`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := base()
+			tc.mutate(m)
+			ps := problems(t, marshal(t, m))
+			var lines []string
+			for _, p := range ps {
+				lines = append(lines, p.String())
+			}
+			if !slices.Contains(lines, tc.want) {
+				t.Errorf("no problem\n  %s\namong\n  %s", tc.want, strings.Join(lines, "\n  "))
+			}
+		})
+	}
+}
+
+func TestLooksLikeCredential(t *testing.T) {
+	for _, v := range []string{"SeCrEtLiT-9d2c7b1a0e", "0123456789abcdefABCDEF", "dingxxxxxxxxxxxxx1", "a1b2c3d4e5f6g7h8+/=="} {
+		if !looksLikeCredential(v) {
+			t.Errorf("%q not taken for a credential", v)
+		}
+	}
+	for _, v := range []string{"verbose", "10 minutes", "1h30m15s500ms", "redis-0.example.internal:6379", "https://api.dingtalk.com",
+		"dingtalk_corp_app", "abcdefghijklmnopq", "1234567890123456", "Not Valid!"} {
+		if looksLikeCredential(v) {
+			t.Errorf("%q taken for a credential", v)
+		}
 	}
 }

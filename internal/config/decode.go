@@ -27,6 +27,7 @@ type rawConfig struct {
 	RateLimit rawLimit    `yaml:"rate_limit"`
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
+	Debug     rawDebug    `yaml:"debug"`
 }
 
 type rawTLS struct {

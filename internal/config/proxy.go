@@ -61,16 +61,16 @@ func (c *checker) proxy(raw *rawConfig, cfg *Config) {
 		n, err := ParseSize(raw.Proxy.MaxBody)
 		switch {
 		case err != nil:
-			c.addf("proxy.max_body", "%q must be a size such as 20MiB, 512KiB or 1048576", raw.Proxy.MaxBody)
+			c.addf("proxy.max_body", "%s is not a size such as 20MiB, 512KiB or 1048576", shown(raw.Proxy.MaxBody))
 		case n < 1 || n > maxProxyBody:
-			c.addf("proxy.max_body", "%q must be from 1 byte to 1GiB", raw.Proxy.MaxBody)
+			c.addf("proxy.max_body", "%s must be from 1 byte to 1GiB", shown(raw.Proxy.MaxBody))
 		default:
 			cfg.Proxy.MaxBody = n
 		}
 	}
 	cfg.Proxy.Timeout = c.duration("proxy.timeout", raw.Proxy.Timeout, DefaultProxyTimeout)
 	if t := cfg.Proxy.Timeout; t <= 0 || t > maxProxyTimeout {
-		c.addf("proxy.timeout", "must be more than 0 and at most %s", maxProxyTimeout)
+		c.addf("proxy.timeout", "%s must be more than 0 and at most %s", durationShown(raw.Proxy.Timeout, t), maxProxyTimeout)
 	}
 
 	cfg.GatewayListen = raw.Gateway
@@ -109,7 +109,7 @@ func (c *checker) clientProxy(path string, raw map[string][]string, known map[st
 	for _, app := range slices.Sorted(maps.Keys(raw)) {
 		p := path + "." + app
 		if _, ok := known[app]; !ok && !c.isBad("apps") {
-			c.addf(p, "unknown app %q", app)
+			c.addf(p, "unknown app %s", shown(app))
 			continue
 		}
 		if len(raw[app]) == 0 {

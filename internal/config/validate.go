@@ -10,10 +10,14 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/signature"
 )
 
 var (
@@ -66,59 +70,83 @@ func (c *checker) isBad(path string) bool {
 	return false
 }
 
+// config validates raw section by section and returns the configuration with defaults applied. Each
+// section has one function; a new section adds one.
 func (c *checker) config(raw *rawConfig) *Config {
 	cfg := &Config{
 		Listen:    or(raw.Listen, DefaultListen),
 		OpsListen: or(raw.OpsListen, DefaultOpsListen),
-		Log: Log{
-			Level:  or(raw.Log.Level, DefaultLogLevel),
-			Format: or(raw.Log.Format, DefaultLogFormat),
-		},
+		Debug:     raw.Debug.config(),
 	}
 	c.listeners(cfg.Listen, cfg.OpsListen)
-	switch cfg.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		c.add("log.level", "must be debug, info, warn or error")
-	}
-	switch cfg.Log.Format {
-	case "json", "text":
-	default:
-		c.add("log.format", "must be json or text")
-	}
+	cfg.Log = c.log(raw.Log)
 	if raw.Store.Redis != nil {
 		cfg.Store.Redis = c.redis(raw.Store.Redis)
 	}
+	cfg.Refresh = c.refresh(raw.Refresh)
+	cfg.Upstream = c.upstream(raw.Upstream)
+	cfg.DingTalk = c.dingTalk(raw.DingTalk)
+	var names map[string]int
+	cfg.Apps, names = c.apps(raw.Apps)
+	if raw.TLS != nil {
+		cfg.TLS = c.tls(raw.TLS)
+	}
+	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
+	cfg.Clients = c.clients(raw.Clients, names, cfg.TLS, cfg.RateLimit)
+	c.proxy(raw, cfg)
+	return cfg
+}
 
-	cfg.Refresh.Margin = c.duration("refresh.margin", raw.Refresh.Margin, DefaultMargin)
-	if m := cfg.Refresh.Margin; m <= 0 || m >= maxMargin {
-		c.addf("refresh.margin", "must be more than 0 and less than %s", maxMargin)
+func (c *checker) log(raw rawLog) Log {
+	l := Log{Level: or(raw.Level, DefaultLogLevel), Format: or(raw.Format, DefaultLogFormat)}
+	c.oneOf("log.level", l.Level, "debug", "info", "warn", "error")
+	c.oneOf("log.format", l.Format, "json", "text")
+	return l
+}
+
+func (c *checker) refresh(raw rawRefresh) Refresh {
+	r := Refresh{Margin: c.duration("refresh.margin", raw.Margin, DefaultMargin)}
+	if m := r.Margin; m <= 0 || m >= maxMargin {
+		c.addf("refresh.margin", "%s must be more than 0 and less than %s", durationShown(raw.Margin, m), maxMargin)
 	}
-	cfg.Upstream.Timeout = c.duration("upstream.timeout", raw.Upstream.Timeout, DefaultTimeout)
-	if t := cfg.Upstream.Timeout; t <= 0 || t > maxTimeout {
-		c.addf("upstream.timeout", "must be more than 0 and at most %s", maxTimeout)
+	return r
+}
+
+func (c *checker) upstream(raw rawUpstream) Upstream {
+	u := Upstream{MaxRPS: DefaultMaxRPS}
+	u.Timeout = c.duration("upstream.timeout", raw.Timeout, DefaultTimeout)
+	if t := u.Timeout; t <= 0 || t > maxTimeout {
+		c.addf("upstream.timeout", "%s must be more than 0 and at most %s", durationShown(raw.Timeout, t), maxTimeout)
 	}
-	cfg.Upstream.FailureRetry = c.duration("upstream.failure_retry", raw.Upstream.FailureRetry, DefaultFailureRetry)
-	if cfg.Upstream.FailureRetry < minRetry {
-		c.addf("upstream.failure_retry", "must be at least %s", minRetry)
+	u.FailureRetry = c.duration("upstream.failure_retry", raw.FailureRetry, DefaultFailureRetry)
+	if u.FailureRetry < minRetry {
+		c.addf("upstream.failure_retry", "%s must be at least %s", durationShown(raw.FailureRetry, u.FailureRetry), minRetry)
 	}
-	cfg.Upstream.MaxRPS = DefaultMaxRPS
-	if raw.Upstream.MaxRPS != nil {
-		cfg.Upstream.MaxRPS = *raw.Upstream.MaxRPS
+	if raw.MaxRPS != nil {
+		u.MaxRPS = *raw.MaxRPS
 		// Written so that NaN fails too.
-		if !(cfg.Upstream.MaxRPS > 0 && cfg.Upstream.MaxRPS <= maxRPS) {
-			c.addf("upstream.max_rps", "must be more than 0 and at most %g", maxRPS)
+		if !(u.MaxRPS > 0 && u.MaxRPS <= maxRPS) {
+			c.addf("upstream.max_rps", "%g must be more than 0 and at most %g", u.MaxRPS, maxRPS)
 		}
 	}
+	return u
+}
 
-	cfg.DingTalk.APIBase = c.baseURL("dingtalk.api_base", or(raw.DingTalk.APIBase, DefaultAPIBase))
-	cfg.DingTalk.OAPIBase = c.baseURL("dingtalk.oapi_base", or(raw.DingTalk.OAPIBase, DefaultOAPIBase))
+func (c *checker) dingTalk(raw rawDingTalk) DingTalk {
+	return DingTalk{
+		APIBase:  c.baseURL("dingtalk.api_base", or(raw.APIBase, DefaultAPIBase)),
+		OAPIBase: c.baseURL("dingtalk.oapi_base", or(raw.OAPIBase, DefaultOAPIBase)),
+	}
+}
 
-	if len(raw.Apps) == 0 {
+// apps validates the apps and returns them with the index of each name.
+func (c *checker) apps(raw []rawApp) ([]App, map[string]int) {
+	if len(raw) == 0 {
 		c.add("apps", "at least one app is required")
 	}
+	var apps []App
 	names := make(map[string]int)
-	for i, ra := range raw.Apps {
+	for i, ra := range raw {
 		app := c.app(fmt.Sprintf("apps[%d]", i), ra)
 		if app.Name != "" {
 			if j, dup := names[app.Name]; dup {
@@ -127,24 +155,26 @@ func (c *checker) config(raw *rawConfig) *Config {
 				names[app.Name] = i
 			}
 		}
-		cfg.Apps = append(cfg.Apps, app)
+		apps = append(apps, app)
 	}
+	return apps, names
+}
 
-	if raw.TLS != nil {
-		cfg.TLS = c.tls(raw.TLS)
-	}
-	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
+// clients validates the clients against the apps' names, the TLS settings (certificate names need a
+// client CA) and the default rate limit.
+func (c *checker) clients(raw []rawClient, appNames map[string]int, t *TLS, defaultLimit RateLimit) []Client {
+	var clients []Client
 	clientNames := make(map[string]int)
 	keys := make(map[[32]byte]int)
 	certNames := make(map[string]int)
-	for i, rc := range raw.Clients {
+	for i, rc := range raw {
 		path := fmt.Sprintf("clients[%d]", i)
 		cl := Client{Name: rc.Name}
 		switch {
 		case rc.Name == "":
 			c.add(path+".name", "is required")
 		case hasControl(rc.Name):
-			c.add(path+".name", "must not contain control characters")
+			c.addf(path+".name", "%s must not contain control characters", shown(rc.Name))
 		default:
 			if j, dup := clientNames[rc.Name]; dup {
 				c.addf(path+".name", "duplicate client name %q (also clients[%d])", rc.Name, j)
@@ -165,31 +195,33 @@ func (c *checker) config(raw *rawConfig) *Config {
 		for j, n := range rc.CertNames {
 			p := fmt.Sprintf("%s.cert_names[%d]", path, j)
 			switch {
-			case n == "" || !printableID(n):
+			case n == "":
 				c.add(p, "must be a non-empty name without spaces or control characters")
-			case cfg.TLS == nil || cfg.TLS.ClientCAFile == "":
+			case !printableID(n):
+				c.addf(p, "%s must be a name without spaces or control characters", shown(n))
+			case t == nil || t.ClientCAFile == "":
 				c.add(p, "needs tls.client_ca_file: only verified client certificates identify clients")
 			default:
 				if k, dup := certNames[n]; dup {
-					c.addf(p, "name also identifies clients[%d]", k)
+					c.addf(p, "%s also identifies clients[%d]", shown(n), k)
 				} else {
 					certNames[n] = i
 				}
 			}
 		}
 		cl.CertNames = rc.CertNames
-		cl.RateLimit = cfg.RateLimit
+		cl.RateLimit = defaultLimit
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
+		// A client that only uses the proxy may have no apps (it then never sees a token).
 		if len(rc.Apps) > 0 || len(rc.Proxy) == 0 {
-			cl.Apps = c.clientApps(path+".apps", rc.Apps, names)
+			cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
 		}
-		cl.Proxy = c.clientProxy(path+".proxy", rc.Proxy, names)
-		cfg.Clients = append(cfg.Clients, cl)
+		cl.Proxy = c.clientProxy(path+".proxy", rc.Proxy, appNames)
+		clients = append(clients, cl)
 	}
-	c.proxy(raw, cfg)
-	return cfg
+	return clients
 }
 
 func (c *checker) listeners(listen, ops string) {
@@ -198,7 +230,7 @@ func (c *checker) listeners(listen, ops string) {
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	// Port 0 asks the kernel for a free port, so two ":0" listeners never clash.
 	if lok && ook && lp == op && lp != 0 && (lh == oh || wildcard(lh) || wildcard(oh)) {
-		c.add("ops_listen", "must differ from listen")
+		c.addf("ops_listen", "%s must differ from listen (%s)", shown(ops), shown(listen))
 	}
 }
 
@@ -206,16 +238,20 @@ func (c *checker) listeners(listen, ops string) {
 func (c *checker) hostPort(path, addr string, allowZero bool) (host string, port int, ok bool) {
 	host, ps, err := net.SplitHostPort(addr)
 	if err != nil {
-		c.add(path, "must be host:port")
+		c.addf(path, "%s must be host:port", shown(addr))
 		return "", 0, false
 	}
+	lowest := 1
+	if allowZero {
+		lowest = 0
+	}
 	port, err = strconv.Atoi(ps)
-	if err != nil || port < 0 || port > 65535 || (port == 0 && !allowZero) {
-		c.add(path, "must be host:port with a numeric port")
+	if err != nil || port < lowest || port > 65535 {
+		c.addf(path, "%s must be host:port with a port from %d to 65535", shown(addr), lowest)
 		return "", 0, false
 	}
 	if hasControl(host) || strings.ContainsAny(host, " /") {
-		c.add(path, "must be host:port")
+		c.addf(path, "%s must be host:port", shown(addr))
 		return "", 0, false
 	}
 	return host, port, true
@@ -227,21 +263,38 @@ func (c *checker) duration(path, s string, def time.Duration) time.Duration {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		c.add(path, "must be a duration such as 30s, 10m or 1h30m")
+		c.addf(path, "%s is not a duration such as 30s, 10m or 1h30m", shown(s))
 		return def
 	}
 	return d
+}
+
+// durationShown is a duration as the file wrote it, or as its default when the file left it out.
+func durationShown(raw string, d time.Duration) string {
+	if raw == "" {
+		return d.String()
+	}
+	return shown(raw)
+}
+
+// oneOf adds a problem unless v is one of allowed.
+func (c *checker) oneOf(path, v string, allowed ...string) bool {
+	if slices.Contains(allowed, v) {
+		return true
+	}
+	c.addf(path, "%s is not one of %s", shown(v), strings.Join(allowed, ", "))
+	return false
 }
 
 // baseURL checks a DingTalk base URL and returns it without a trailing slash.
 func (c *checker) baseURL(path, s string) string {
 	u, err := url.Parse(s)
 	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		c.add(path, "must be an absolute http:// or https:// URL")
+		c.addf(path, "%s must be an absolute http:// or https:// URL", urlShown(u, err))
 		return s
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
-		c.add(path, "must be scheme://host[:port] only, without user, path, query or fragment")
+		c.addf(path, "%s must be scheme://host[:port] only, without user, path, query or fragment", urlShown(u, err))
 		return s
 	}
 	return strings.TrimSuffix(s, "/")
@@ -263,18 +316,21 @@ func (c *checker) redis(rr *rawRedis) *Redis {
 		c.add(path, "one of url or addrs is required")
 	case rr.URL != "":
 		// The URL may carry a password: no message here quotes it or the parser's error.
+		// Parts of it are quoted, never the whole: a password may be anywhere in it.
 		u, err := url.Parse(rr.URL)
 		switch {
-		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
-			c.add(path+".url", "must be a redis:// or rediss:// URL")
+		case err != nil:
+			c.add(path+".url", "must be a redis:// or rediss:// URL (it does not parse as a URL)")
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			c.addf(path+".url", "must be a redis:// or rediss:// URL, not %s", shown(u.Scheme+"://"))
 		case u.Host == "" || u.Hostname() == "":
 			c.add(path+".url", "must name a host")
 		case u.Port() != "" && !validPort(u.Port()):
-			c.add(path+".url", "has an invalid port")
+			c.addf(path+".url", "port %s is not from 1 to 65535", shown(u.Port()))
 		case u.Fragment != "":
 			c.add(path+".url", "must not have a fragment")
 		case !validDBPath(u.Path):
-			c.add(path+".url", "path must be empty or /<database number>")
+			c.addf(path+".url", "path %s must be empty or /<database number>", shown(u.Path))
 		default:
 			if pw, set := u.User.Password(); set && pw != "" {
 				urlPassword = true
@@ -288,7 +344,7 @@ func (c *checker) redis(rr *rawRedis) *Redis {
 				continue
 			}
 			if j, dup := seen[a]; dup {
-				c.addf(p, "duplicate address (also %s.addrs[%d])", path, j)
+				c.addf(p, "duplicate address %s (also %s.addrs[%d])", shown(a), path, j)
 			}
 			seen[a] = i
 		}
@@ -306,7 +362,7 @@ func (c *checker) redis(rr *rawRedis) *Redis {
 		}
 	}
 	if !keyPrefixRE.MatchString(r.KeyPrefix) {
-		c.add(path+".key_prefix", "must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+		c.addf(path+".key_prefix", "%s must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", shown(r.KeyPrefix))
 	}
 	return r
 }
@@ -333,30 +389,32 @@ type secretSource struct {
 func (c *checker) app(path string, ra rawApp) App {
 	app := App{
 		Name:          ra.Name,
-		Type:          ra.Type,
-		TokenAPI:      or(ra.TokenAPI, DefaultTokenAPI),
+		Type:          dingtalk.AppType(ra.Type),
+		TokenAPI:      dingtalk.API(ra.TokenAPI),
 		JSAPITicket:   ra.JSAPITicket,
 		CorpID:        ra.CorpID,
 		AgentID:       ra.AgentID,
-		SignatureHash: or(ra.SignatureHash, DefaultSignatureHash),
+		SignatureHash: signature.Hash(ra.SignatureHash),
+	}
+	if app.TokenAPI == "" {
+		app.TokenAPI = DefaultTokenAPI
+	}
+	if app.SignatureHash == "" {
+		app.SignatureHash = DefaultSignatureHash
 	}
 	switch {
 	case ra.Name == "":
 		c.add(path+".name", "is required")
 	case !appNameRE.MatchString(ra.Name):
-		c.add(path+".name", "must match [a-z0-9][a-z0-9_-]{0,63}")
+		c.addf(path+".name", "%s must match [a-z0-9][a-z0-9_-]{0,63}", shown(ra.Name))
 	}
-	if app.TokenAPI != TokenAPIV1 && app.TokenAPI != TokenAPILegacy {
-		c.add(path+".token_api", "must be v1 or legacy")
-	}
-	if app.SignatureHash != HashSHA1 && app.SignatureHash != HashSHA256 {
-		c.add(path+".signature_hash", "must be sha1 or sha256")
-	}
+	c.oneOf(path+".token_api", app.TokenAPI.String(), TokenAPIV1.String(), TokenAPILegacy.String())
+	c.oneOf(path+".signature_hash", string(app.SignatureHash), string(HashSHA1), string(HashSHA256))
 	if ra.CorpID != "" && !printableID(ra.CorpID) {
-		c.add(path+".corp_id", "must not contain spaces or control characters")
+		c.addf(path+".corp_id", "%s must not contain spaces or control characters", shown(ra.CorpID))
 	}
 	if ra.AgentID != "" && !digitsRE.MatchString(ra.AgentID) {
-		c.add(path+".agent_id", "must be digits")
+		c.addf(path+".agent_id", "%s must be digits (at most 20)", shown(ra.AgentID))
 	}
 	corpIDMissing := false
 	clientSources := []secretSource{
@@ -369,13 +427,13 @@ func (c *checker) app(path string, ra rawApp) App {
 		{"corp_secret_env", ra.CorpSecretEnv},
 		{"corp_secret", ra.CorpSecret},
 	}
-	switch ra.Type {
+	switch app.Type {
 	case TypeDingTalk:
 		switch {
 		case ra.ClientID == "":
 			c.add(path+".client_id", "is required for type dingtalk")
 		case !printableID(ra.ClientID):
-			c.add(path+".client_id", "must not contain spaces or control characters")
+			c.addf(path+".client_id", "%s must not contain spaces or control characters", shown(ra.ClientID))
 		}
 		app.ClientID = ra.ClientID
 		app.ClientSecret = c.secret(path, clientSources)
@@ -390,15 +448,15 @@ func (c *checker) app(path string, ra rawApp) App {
 		}
 		c.notAllowed(path, ra.Type, clientSources)
 		// Organization-authorized apps only exist on the legacy API.
-		if ra.TokenAPI != "" && ra.TokenAPI != TokenAPILegacy {
-			c.add(path+".token_api", "type dingtalk_corp always uses the legacy API: remove token_api")
+		if ra.TokenAPI != "" && app.TokenAPI != TokenAPILegacy {
+			c.addf(path+".token_api", "%s: type dingtalk_corp always uses the legacy API: remove token_api", shown(ra.TokenAPI))
 		}
 		app.TokenAPI = TokenAPILegacy
 		app.CorpSecret = c.secret(path, corpSources)
 	case "":
-		c.add(path+".type", "is required: dingtalk or dingtalk_corp")
+		c.addf(path+".type", "is required: one of %s", appTypes())
 	default:
-		c.add(path+".type", "must be dingtalk or dingtalk_corp")
+		c.addf(path+".type", "%s is not one of %s", shown(ra.Type), appTypes())
 	}
 	if ra.JSAPITicket {
 		if ra.CorpID == "" && !corpIDMissing {
@@ -452,7 +510,7 @@ func (c *checker) secret(path string, sources []secretSource) string {
 	case strings.HasSuffix(s.key, "_env"):
 		name := *s.val
 		if !envNameRE.MatchString(name) {
-			c.add(p, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+			c.addf(p, "%s must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", shown(name))
 			return ""
 		}
 		v := c.getenv(name)
@@ -552,15 +610,68 @@ func (c *checker) clientApps(path string, apps []string, known map[string]int) [
 			}
 		default:
 			if _, ok := known[a]; !ok && !c.isBad("apps") {
-				c.addf(p, "unknown app %q", a)
+				c.addf(p, "unknown app %s", shown(a))
 			}
 		}
 		if j, dup := seen[a]; dup {
-			c.addf(p, "duplicate entry (also %s[%d])", path, j)
+			c.addf(p, "duplicate entry %s (also %s[%d])", shown(a), path, j)
 		}
 		seen[a] = i
 	}
 	return apps
+}
+
+// appTypes lists the app types the file accepts, for messages.
+func appTypes() string {
+	return strings.Join([]string{TypeDingTalk.String(), TypeDingTalkCorp.String()}, ", ")
+}
+
+// shown returns a value of the file quoted for a problem message, so that the operator sees what is
+// wrong with it. A value that could be a secret pasted on the wrong line (16 or more letters, digits
+// and the punctuation of keys and base64, with at least one letter and one digit) is described by its
+// length instead. Secrets, key hashes and URLs that may carry a password are never given to shown.
+func shown(v string) string {
+	if looksLikeCredential(v) {
+		return fmt.Sprintf("a value of %d characters (not shown: it looks like a credential)", len(v))
+	}
+	return strconv.Quote(v)
+}
+
+func looksLikeCredential(v string) bool {
+	if len(v) < 16 {
+		return false
+	}
+	letter, digit := false, false
+	for _, r := range v {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z':
+			letter = true
+		case r >= '0' && r <= '9':
+			digit = true
+		case strings.ContainsRune("-_+/=", r):
+		default:
+			return false
+		}
+	}
+	return letter && digit
+}
+
+// urlShown is a URL for a problem message: its password, query and fragment replaced by markers
+// (any of them could hold a secret), or nothing of it when it does not parse.
+func urlShown(u *url.URL, err error) string {
+	if err != nil {
+		return "the value (not a URL)"
+	}
+	cp := *u
+	cp.RawQuery, cp.ForceQuery, cp.Fragment, cp.RawFragment = "", false, "", ""
+	v := cp.Redacted()
+	if u.RawQuery != "" || u.ForceQuery {
+		v += "?…"
+	}
+	if u.Fragment != "" {
+		v += "#…"
+	}
+	return shown(v)
 }
 
 func or(s, def string) string {
@@ -611,7 +722,7 @@ func (c *checker) rateLimit(path string, rl rawLimit) RateLimit {
 	if rl.RPS != nil {
 		out.RPS = *rl.RPS
 		if !(out.RPS >= 0 && out.RPS <= 1e6) {
-			c.add(path+".rps", "must be between 0 (no limit) and 1000000")
+			c.addf(path+".rps", "%g must be between 0 (no limit) and 1000000", out.RPS)
 		}
 	}
 	if out.RPS > 0 {
@@ -620,7 +731,7 @@ func (c *checker) rateLimit(path string, rl rawLimit) RateLimit {
 	if rl.Burst != nil {
 		out.Burst = *rl.Burst
 		if out.Burst < 1 {
-			c.add(path+".burst", "must be at least 1")
+			c.addf(path+".burst", "%d must be at least 1", out.Burst)
 		}
 	}
 	return out

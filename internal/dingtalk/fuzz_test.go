@@ -10,7 +10,8 @@ import (
 )
 
 // FuzzParse checks the parsers' invariants on arbitrary answers: no panic; a grant always has a value
-// and a sane lifetime; an error always has a code and a known class. Run with
+// and a sane lifetime; an error always has a code and a known class; the per-IP block is reported
+// exactly when IsBan says so. The seeds include the corpus of error pages in testdata/pages. Run with
 // go test -fuzz=FuzzParse ./internal/dingtalk/.
 func FuzzParse(f *testing.F) {
 	seeds := []struct {
@@ -54,6 +55,9 @@ func FuzzParse(f *testing.F) {
 			f.Add(s.status, s.ct, []byte(s.body), false, ticket)
 		}
 	}
+	for _, pc := range pageCases {
+		f.Add(pc.status, pc.ct, readPage(f, pc.file), false, false)
+	}
 	f.Add(200, jsonCT, []byte(`{"accessToken":"t","expireIn":7200}`), true, false)
 	f.Fuzz(func(t *testing.T, status int, ct string, body []byte, truncated, ticket bool) {
 		fld := tokenField
@@ -64,6 +68,9 @@ func FuzzParse(f *testing.F) {
 			"legacy": parseLegacy, "new": parseNew,
 		} {
 			g, e := parse(status, ct, body, truncated, fld)
+			if ban := e != nil && e.Code == CodeIPBan; ban != IsBan(status, ct, body) {
+				t.Fatalf("%s: error %+v but IsBan says %v", name, e, !ban)
+			}
 			if e == nil {
 				if g.Value == "" || g.ExpiresIn <= 0 || g.ExpiresIn > MaxExpiresIn || g.ExpiresIn%time.Second != 0 {
 					t.Fatalf("%s: bad grant %+v", name, g)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/dingtalkapi"
 )
 
 // MaxExpiresIn is the longest lifetime the client accepts from DingTalk. A larger expires_in/expireIn
@@ -60,15 +62,15 @@ var classes = map[string]Class{
 	"41001":                                 ClassBadRequest,
 	"missingbody":                           ClassBadRequest,
 	"authenticationfailed.missingparameter": ClassBadRequest,
-	// The access token passed is invalid.
-	"40014":                 ClassInvalidToken,
-	"42001":                 ClassInvalidToken,
-	"40001":                 ClassInvalidToken,
-	"invalidauthentication": ClassInvalidToken,
 }
 
-// classify returns the class of a DingTalk code of either family; unknown codes are ClassUnavailable.
+// classify returns the class of a DingTalk code of either family (for a legacy errcode 88, its
+// sub_code); unknown codes are ClassUnavailable. Which codes mean "the access token passed is invalid"
+// is dingtalkapi's rule, shared with the public client.
 func classify(code string) Class {
+	if dingtalkapi.IsInvalidToken(code, "") {
+		return ClassInvalidToken
+	}
 	if c, ok := classes[strings.ToLower(code)]; ok {
 		return c
 	}
@@ -86,33 +88,22 @@ var (
 	ticketField = field{legacy: "ticket", new: "jsapiTicket"}
 )
 
-// legacyBody is every member of a legacy (oapi) answer the client looks at.
+// legacyBody is every member of a legacy (oapi) answer the client looks at: the error envelope and
+// the payload.
 type legacyBody struct {
-	Errcode     json.RawMessage `json:"errcode"`
-	Errmsg      string          `json:"errmsg"`
-	SubCode     json.RawMessage `json:"sub_code"`
-	SubMsg      string          `json:"sub_msg"`
+	dingtalkapi.Envelope
 	AccessToken string          `json:"access_token"`
 	Ticket      string          `json:"ticket"`
 	ExpiresIn   json.RawMessage `json:"expires_in"`
 }
 
-// newBody is every member of a new-API (api host) answer the client looks at.
+// newBody is every member of a new-API (api host) answer the client looks at. Its envelope's legacy
+// members are read too: the api host answers unknown paths in the legacy envelope.
 type newBody struct {
-	// Errcode and Errmsg: a legacy-style answer from the api host (seen for unknown paths).
-	Errcode     json.RawMessage `json:"errcode"`
-	Errmsg      string          `json:"errmsg"`
-	Code        string          `json:"code"`
-	Message     string          `json:"message"`
+	dingtalkapi.Envelope
 	AccessToken string          `json:"accessToken"`
 	JSAPITicket string          `json:"jsapiTicket"`
 	ExpireIn    json.RawMessage `json:"expireIn"`
-}
-
-// banBody is the JSON shape of DingTalk's per-IP block: {"status":1111,"punish":"deny",...}.
-type banBody struct {
-	Status json.RawMessage `json:"status"`
-	Punish json.RawMessage `json:"punish"`
 }
 
 // parseLegacy interprets a legacy (oapi host) answer whose credential is in member f.legacy. It is
@@ -133,22 +124,12 @@ func parseLegacy(status int, contentType string, body []byte, truncated bool, f 
 		}
 		return Grant{}, badResponse(status, "malformed json")
 	}
-	code, ok := jsonCode(b.Errcode)
-	if !ok {
+	df, err := b.LegacyFailure()
+	if err != nil {
 		return Grant{}, badResponse(status, "malformed errcode")
 	}
-	if code != "" && code != "0" {
-		msg := b.Errmsg
-		if code == "88" {
-			// /topapi-style wrapper: the real cause is in sub_code.
-			if sub, ok := jsonCode(b.SubCode); ok && sub != "" {
-				code = sub
-				if b.SubMsg != "" {
-					msg = b.SubMsg
-				}
-			}
-		}
-		return Grant{}, &Error{Family: FamilyLegacy, Status: status, Code: code, Message: msg, Class: classify(code)}
+	if df != nil {
+		return Grant{}, legacyError(status, df, b.SubMsg)
 	}
 	if status < 200 || status >= 300 {
 		return Grant{}, httpStatusError(status)
@@ -177,12 +158,19 @@ func parseNew(status int, contentType string, body []byte, truncated bool, f fie
 		return Grant{}, badResponse(status, "malformed json")
 	}
 	ok2xx := status >= 200 && status < 300
-	if b.Code != "" && (!ok2xx || (b.AccessToken == "" && b.JSAPITicket == "")) {
-		return Grant{}, &Error{Family: FamilyNew, Status: status, Code: b.Code, Message: b.Message, Class: classify(b.Code)}
+	df, err := b.NewFailure(status)
+	if err != nil {
+		if !ok2xx {
+			return Grant{}, httpStatusError(status)
+		}
+		return Grant{}, badResponse(status, "malformed code")
 	}
-	if b.Code == "" {
-		if code, ok := jsonCode(b.Errcode); ok && code != "" && code != "0" {
-			return Grant{}, &Error{Family: FamilyLegacy, Status: status, Code: code, Message: b.Errmsg, Class: classify(code)}
+	if df != nil && (!ok2xx || (b.AccessToken == "" && b.JSAPITicket == "")) {
+		return Grant{}, &Error{Family: FamilyNew, Status: status, Code: df.Code, Message: df.Message, Class: classify(df.Code)}
+	}
+	if df == nil {
+		if lf, err := b.LegacyFailure(); err == nil && lf != nil {
+			return Grant{}, legacyError(status, lf, b.SubMsg)
 		}
 	}
 	if !ok2xx {
@@ -195,55 +183,14 @@ func parseNew(status int, contentType string, body []byte, truncated bool, f fie
 	return grant(status, value, b.ExpireIn, f.new)
 }
 
-// checkBan recognises the per-IP block in any status: an HTML page or the punish JSON.
-func checkBan(status int, contentType string, body []byte) *Error {
-	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
-	if strings.Contains(strings.ToLower(contentType), "text/html") || bytes.HasPrefix(trimmed, []byte("<")) {
-		// An HTML page is DingTalk's per-IP block, unless it is a plain 5xx error page from a proxy
-		// on the way (which a ban would turn into a 5-minute pause instead of a short back-off).
-		if status >= 500 && !looksBlocked(body) {
-			return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: "html error page", Class: ClassUnavailable}
-		}
-		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "html page instead of json (per-ip block)", Class: ClassBanned}
+// legacyError is the client's error for a legacy failure: for a /topapi-style errcode 88 the code is
+// the sub_code and the message the sub_msg, when DingTalk sent them.
+func legacyError(status int, f *dingtalkapi.Failure, subMsg string) *Error {
+	code, msg := f.Cause(), f.Message
+	if code != f.Code && subMsg != "" {
+		msg = subMsg
 	}
-	if !bytes.HasPrefix(trimmed, []byte("{")) {
-		return nil
-	}
-	var b banBody
-	if json.Unmarshal(body, &b) != nil {
-		return nil
-	}
-	punish := len(b.Punish) > 0 && string(b.Punish) != "null"
-	st, _ := jsonCode(b.Status)
-	if punish || st == "1111" {
-		return &Error{Family: FamilyTransport, Status: status, Code: CodeIPBan, Message: "punish response (per-ip block)", Class: ClassBanned}
-	}
-	return nil
-}
-
-// jsonCode reads a code that DingTalk sends as a JSON number or string. It returns "" for an absent
-// or null member, and ok false when the member is neither a string nor an integer.
-func jsonCode(raw json.RawMessage) (code string, ok bool) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", true
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return "", false
-		}
-		s = strings.TrimSpace(s)
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return strconv.FormatInt(n, 10), true
-		}
-		return s, true
-	}
-	n, err := strconv.ParseInt(string(raw), 10, 64)
-	if err != nil {
-		return "", false
-	}
-	return strconv.FormatInt(n, 10), true
+	return &Error{Family: FamilyLegacy, Status: status, Code: code, Message: msg, Class: classify(code)}
 }
 
 // grant checks a success body's value and lifetime.
@@ -291,15 +238,4 @@ func badResponse(status int, msg string) *Error {
 
 func httpStatusError(status int) *Error {
 	return &Error{Family: FamilyTransport, Status: status, Code: "http_" + strconv.Itoa(status), Message: http.StatusText(status), Class: ClassUnavailable}
-}
-
-// looksBlocked reports whether an HTML page speaks of a block rather than of a server error.
-func looksBlocked(body []byte) bool {
-	lower := bytes.ToLower(body)
-	for _, w := range []string{"punish", "deny", "denied", "block", "forbidden", "拦截", "禁止", "限制", "拒绝"} {
-		if bytes.Contains(lower, []byte(w)) {
-			return true
-		}
-	}
-	return false
 }

@@ -99,6 +99,8 @@ func TestParseLegacy(t *testing.T) {
 		{"88 with sub_code string", ticketField, 200, "application/json;charset=UTF-8", `{"errcode":88,"sub_code":"40014","sub_msg":"不合法的access_token","errmsg":"ding talk error[subcode=40014,submsg=不合法的access_token]","request_id":"16l4ew3d47pdp"}`, false, fail(L, 200, "40014", ClassInvalidToken).with("不合法的access_token")},
 		{"88 with sub_code number", ticketField, 200, jsonCT, `{"errcode":88,"sub_code":40014,"errmsg":"ding talk error"}`, false, fail(L, 200, "40014", ClassInvalidToken).with("ding talk error")},
 		{"88 without sub_code", ticketField, 200, jsonCT, `{"errcode":88,"errmsg":"ding talk error"}`, false, fail(L, 200, "88", ClassUnavailable)},
+		{"88 with a sub_code that is not a code", ticketField, 200, jsonCT, `{"errcode":88,"sub_code":[40014],"errmsg":"x"}`, false, fail(L, 200, "88", ClassUnavailable)},
+		{"errcode float whole", ticketField, 200, jsonCT, `{"errcode":40014.0,"errmsg":"x"}`, false, fail(L, 200, "40014", ClassInvalidToken)},
 		{"unknown code", tokenField, 200, jsonCT, `{"errcode":12345,"errmsg":"something new"}`, false, fail(L, 200, "12345", ClassUnavailable)},
 		{"errcode wins over 5xx", tokenField, 500, jsonCT, `{"errcode":-1,"errmsg":"系统繁忙"}`, false, fail(L, 500, "-1", ClassUnavailable)},
 

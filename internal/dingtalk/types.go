@@ -15,6 +15,9 @@ const (
 	Corp AppType = "dingtalk_corp"
 )
 
+// String returns the type as written in the configuration ("dingtalk", "dingtalk_corp").
+func (t AppType) String() string { return string(t) }
+
 // API is the DingTalk API family used for an app's token and ticket calls.
 type API string
 
@@ -24,6 +27,9 @@ const (
 	// Legacy is the old API on the oapi host: GET /gettoken, GET /get_jsapi_ticket.
 	Legacy API = "legacy"
 )
+
+// String returns the API as written in the configuration ("v1", "legacy").
+func (a API) String() string { return string(a) }
 
 // App is what the client needs to fetch an app's access token.
 type App struct {

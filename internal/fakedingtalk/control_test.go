@@ -155,7 +155,7 @@ func TestControlAPI(t *testing.T) {
 }
 
 func TestFaultJSON(t *testing.T) {
-	for m := FaultNone; m <= FaultHang; m++ {
+	for m := FaultNone; m <= FaultErrorPage; m++ {
 		t.Run(m.String(), func(t *testing.T) {
 			if strings.ToLower(m.String()) != m.String() || strings.Contains(m.String(), "(") {
 				t.Fatalf("mode name %q is not snake case", m.String())
@@ -184,11 +184,11 @@ func TestFaultJSON(t *testing.T) {
 	if _, err := ParseFaultMode("nope"); err == nil {
 		t.Fatal("unknown mode parsed")
 	}
-	if _, err := json.Marshal(Fault{Mode: FaultHang + 1}); err == nil {
+	if _, err := json.Marshal(Fault{Mode: FaultErrorPage + 1}); err == nil {
 		t.Fatal("unknown mode marshalled")
 	}
 	want := map[FaultMode]string{FaultBadCredentials: "bad_credentials", FaultIPNotAllowed: "ip_not_allowed", FaultQPSLimit: "qps_limit",
-		FaultGlobalQPS: "global_qps", FaultServerError: "server_error", FaultBanHTML: "ban_html", FaultBanJSON: "ban_json", FaultBadExpiry: "bad_expiry"}
+		FaultGlobalQPS: "global_qps", FaultServerError: "server_error", FaultBanHTML: "ban_html", FaultBanJSON: "ban_json", FaultBadExpiry: "bad_expiry", FaultErrorPage: "error_page"}
 	for m, name := range want {
 		if m.String() != name {
 			t.Errorf("%d named %q, want %q", int(m), m.String(), name)

@@ -577,6 +577,7 @@ func TestFaultModes(t *testing.T) {
 		{FaultBusy, pick(expect{"-1", dingtalk.ClassUnavailable}, expect{"systemBusy", dingtalk.ClassUnavailable})},
 		{FaultServerError, same(expect{"http_502", dingtalk.ClassUnavailable})},
 		{FaultBanHTML, same(expect{"ip_ban", dingtalk.ClassBanned})},
+		{FaultErrorPage, same(expect{"http_502", dingtalk.ClassUnavailable})},
 		{FaultBanJSON, same(expect{"ip_ban", dingtalk.ClassBanned})},
 		{FaultBadExpiry, same(expect{"bad_response", dingtalk.ClassUnavailable})},
 	}

@@ -38,6 +38,9 @@ const (
 	// FaultHang: no answer; the request is held until the client gives up or Server.Close is called
 	// (then the connection is dropped).
 	FaultHang
+	// FaultErrorPage: HTTP 502 with the HTML error page of a proxy in the path, whose markup says
+	// "block" (CSS display:block), "forbidden" and "denied" without being DingTalk's per-IP block.
+	FaultErrorPage
 )
 
 var faultModeNames = [...]string{
@@ -52,6 +55,7 @@ var faultModeNames = [...]string{
 	FaultBanJSON:        "ban_json",
 	FaultBadExpiry:      "bad_expiry",
 	FaultHang:           "hang",
+	FaultErrorPage:      "error_page",
 }
 
 // String returns the mode's snake_case name.

@@ -224,6 +224,11 @@ func (s *Server) writeFault(w http.ResponseWriter, c call, mode FaultMode) {
 	case FaultBanHTML:
 		writeBanHTML(w)
 		return
+	case FaultErrorPage:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, proxyErrorPage)
+		return
 	case FaultBanJSON:
 		writeJSON(w, legacyContentType, http.StatusOK, map[string]any{
 			"status": 1111, "punish": "deny", "url": "https://oapi.dingtalk.com/punish?reason=ip",
@@ -244,6 +249,18 @@ const banPage = `<!DOCTYPE html>
 <html lang="zh-CN">
 <head><meta charset="utf-8"><title>访问被拒绝</title></head>
 <body><h1>访问被拒绝</h1><p>您的访问频率过高，已被暂时限制 (FAKE DingTalk per-IP block).</p></body>
+</html>
+`
+
+// proxyErrorPage is what an ordinary proxy in the path answers when DingTalk does not: not a ban,
+// although its words and CSS would match a careless search for one.
+const proxyErrorPage = `<!DOCTYPE html>
+<html>
+<head><title>502 Bad Gateway</title>
+<style>h1{display:block;margin:0 auto} .denied,.forbidden{display:none}</style></head>
+<body><h1>502 Bad Gateway</h1>
+<p>The upstream server returned an invalid response. Nothing was blocked, forbidden or denied.</p>
+<hr><center>nginx</center></body>
 </html>
 `
 

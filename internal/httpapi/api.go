@@ -6,7 +6,6 @@ package httpapi
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -70,6 +69,8 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	// Audit, if set, receives security-relevant events (see Event).
 	Audit func(Event)
+	// Pprof serves net/http/pprof under /debug/pprof/ on the ops API (config debug.pprof).
+	Pprof bool
 	// Proxy, if set, serves the proxy routes and the gateway listener; ProxyAudit receives one
 	// event per proxied call.
 	Proxy      Forwarder
@@ -95,6 +96,7 @@ type API struct {
 	audit  func(Event)
 	m      *httpMetrics
 	gather prometheus.Gatherer
+	pprof  bool
 	fwd    Forwarder
 	paudit func(ProxyEvent)
 
@@ -103,16 +105,14 @@ type API struct {
 
 // surface is the replaceable part of the configuration, swapped whole on reload.
 type surface struct {
-	apps    map[string]*App
-	order   []*App
-	clients []*client
-	byCert  map[string]*client
+	apps   map[string]*App
+	order  []*App
+	byKey  map[[32]byte]*client // by the SHA-256 of the client's key
+	byCert map[string]*client
 }
 
 type client struct {
 	name    string
-	hash    [32]byte
-	hasKey  bool
 	all     bool
 	apps    map[string]bool
 	limiter *limiter // nil: no limit
@@ -143,7 +143,7 @@ func New(opts Options) (*API, error) {
 	if opts.ProxyAudit == nil {
 		opts.ProxyAudit = func(ProxyEvent) {}
 	}
-	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer,
+	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof,
 		fwd: opts.Proxy, paudit: opts.ProxyAudit}
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
@@ -151,7 +151,7 @@ func New(opts Options) (*API, error) {
 
 // SetConfig replaces the apps and clients; requests already past authentication finish with the old ones.
 func (a *API) SetConfig(apps []App, clients []Client) {
-	s := &surface{apps: make(map[string]*App, len(apps)), byCert: map[string]*client{}}
+	s := &surface{apps: make(map[string]*App, len(apps)), byKey: map[[32]byte]*client{}, byCert: map[string]*client{}}
 	for i := range apps {
 		app := apps[i]
 		if app.SignatureHash == "" {
@@ -161,9 +161,12 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		s.order = append(s.order, &app)
 	}
 	for _, c := range clients {
-		cl := &client{name: c.Name, hash: c.KeySHA256, hasKey: c.KeySHA256 != [32]byte{}, apps: map[string]bool{}, proxy: c.Proxy}
+		cl := &client{name: c.Name, apps: map[string]bool{}, proxy: c.Proxy}
 		if c.RPS > 0 {
 			cl.limiter = newLimiter(c.RPS, c.Burst, a.now)
+		}
+		if c.KeySHA256 != ([32]byte{}) {
+			s.byKey[c.KeySHA256] = cl
 		}
 		for _, n := range c.CertNames {
 			s.byCert[n] = cl
@@ -174,13 +177,19 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 			}
 			cl.apps[name] = true
 		}
-		s.clients = append(s.clients, cl)
 	}
 	a.cfg.Store(s)
 }
 
-// authenticate finds the client whose key hashes to the presented key's hash. Every client's hash is
-// compared, in constant time, so timing reveals neither which client matched nor how closely.
+// authenticate finds the client whose key hashes to the presented key's SHA-256, in one map lookup
+// whatever the number of clients.
+//
+// This is as safe against timing attacks as comparing every hash in constant time was. The lookup's
+// time may depend on the presented key's digest and on how much of it matches a stored digest, but
+// the attacker cannot steer a digest without finding SHA-256 preimages: learning that a digest of
+// theirs shares leading bytes with a configured one brings them no closer to a key that hashes to it
+// (the configured digests are not secrets either: they sit in the config file). Nothing about the
+// key itself is compared; it is only hashed, in time that depends on its length alone.
 func (s *surface) authenticate(key string) *client {
 	if key == "" {
 		return nil
@@ -188,21 +197,7 @@ func (s *surface) authenticate(key string) *client {
 	// Hash a copy on the stack: []byte(key) would cost a heap allocation per request (keys from
 	// tokend keygen are 47 bytes; a longer one spills to the heap, which is only slower).
 	var buf [64]byte
-	sum := sha256.Sum256(append(buf[:0], key...))
-	var found *client
-	for _, c := range s.clients {
-		if subtle.ConstantTimeCompare(sum[:], c.hash[:])&boolInt(c.hasKey) == 1 {
-			found = c
-		}
-	}
-	return found
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return s.byKey[sha256.Sum256(append(buf[:0], key...))]
 }
 
 // fromCert finds the client a verified TLS client certificate names: its subject common name, or one

@@ -105,7 +105,7 @@ func benchRequest(b *testing.B) *http.Request {
 // from memory, through the whole client router (metrics, panic recovery, no-store, authentication,
 // route, JSON body), without the network.
 func BenchmarkGetAccessToken(b *testing.B) {
-	for _, clients := range []int{1, 10} {
+	for _, clients := range []int{1, 100} {
 		b.Run("clients="+strconv.Itoa(clients), func(b *testing.B) {
 			h := newBenchAPI(b, clients)
 			req := benchRequest(b)

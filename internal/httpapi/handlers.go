@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -27,12 +28,12 @@ func (a *API) app(w http.ResponseWriter, r *http.Request, c *client) *App {
 	name := r.PathValue("app")
 	if !c.may(name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
-		writeProblem(w, problem{status: http.StatusForbidden, code: codeForbidden, detail: "this client may not use this app"})
+		writeProblem(w, errForbidden)
 		return nil
 	}
 	app := a.cfg.Load().apps[name]
 	if app == nil {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "no such app"})
+		writeProblem(w, broker.ErrUnknownApp)
 		return nil
 	}
 	return app
@@ -68,7 +69,7 @@ func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request, c *client) 
 	}
 	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.AccessToken})
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	a.writeCredential(w, app.Name, "access_token", t)
@@ -81,7 +82,7 @@ func (a *API) getTicket(w http.ResponseWriter, r *http.Request, c *client) {
 	}
 	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	a.writeCredential(w, app.Name, "ticket", t)
@@ -136,11 +137,11 @@ func (a *API) invalidate(w http.ResponseWriter, r *http.Request, c *client) {
 	}
 	var req invalidateRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	if req.AccessToken == "" {
-		writeProblem(w, problemFor(&badRequestError{"access_token is required"}))
+		writeProblem(w, &badRequestError{"access_token is required"})
 		return
 	}
 	t, err := a.broker.Invalidate(r.Context(), app.Name, req.AccessToken)
@@ -151,7 +152,7 @@ func (a *API) invalidate(w http.ResponseWriter, r *http.Request, c *client) {
 	a.audit(Event{Type: "invalidate", Client: c.name, App: app.Name,
 		Fingerprint: token.Fingerprint(req.AccessToken), Remote: r.RemoteAddr, Result: result})
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	a.writeCredential(w, app.Name, "access_token", t)
@@ -189,50 +190,50 @@ func (a *API) signature(w http.ResponseWriter, r *http.Request, c *client) {
 		return
 	}
 	if !app.JSAPITicket {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"})
+		writeProblem(w, broker.ErrTicketDisabled)
 		return
 	}
 	var req signatureRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	if req.URL == "" {
-		writeProblem(w, problemFor(&badRequestError{"url is required"}))
+		writeProblem(w, &badRequestError{"url is required"})
 		return
 	}
 	page, err := signature.NormalizeURL(req.URL)
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	nonce := req.NonceStr
 	if nonce == "" {
 		if nonce, err = signature.NewNonce(); err != nil {
-			writeProblem(w, problemFor(err))
+			writeProblem(w, err)
 			return
 		}
 	} else if !validNonce(nonce) {
-		writeProblem(w, problemFor(&badRequestError{"nonce_str must be 1 to 128 printable ASCII characters, without spaces or &"}))
+		writeProblem(w, &badRequestError{"nonce_str must be 1 to 128 printable ASCII characters, without spaces or &"})
 		return
 	}
 	ts := a.now().UnixMilli()
 	if ms, given, ok := req.millis(); !ok {
-		writeProblem(w, problemFor(&badRequestError{"timestamp must be a positive whole number of milliseconds"}))
+		writeProblem(w, &badRequestError{"timestamp must be a positive whole number of milliseconds"})
 		return
 	} else if given {
 		ts = ms
 	}
 	t, err := a.broker.Token(r.Context(), token.Key{App: app.Name, Kind: token.JSAPITicket})
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	resp := signatureResponse{AgentID: app.AgentID, CorpID: app.CorpID, TimeStamp: ts, NonceStr: nonce,
 		Signature: signature.Sign(app.SignatureHash, t.Value, nonce, ts, page)}
 	body, err := json.Marshal(resp)
 	if err != nil {
-		writeProblem(w, problemFor(err))
+		writeProblem(w, err)
 		return
 	}
 	writeJSON(w, append(body, '\n'))

@@ -1,37 +1,29 @@
 package httpapi
 
 import (
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// limiter is a token bucket: rate tokens a second, holding at most burst. Safe for concurrent use.
+// limiter is a client's request rate limit: a token bucket of rate tokens a second holding at most
+// burst, on the API's clock. Safe for concurrent use.
 type limiter struct {
-	mu     sync.Mutex
-	now    func() time.Time
-	rate   float64
-	burst  float64
-	tokens float64
-	last   time.Time
+	b   *rate.Limiter
+	now func() time.Time
 }
 
-func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
-	b := float64(max(burst, 1))
-	return &limiter{now: now, rate: rate, burst: b, tokens: b, last: now()}
+func newLimiter(rps float64, burst int, now func() time.Time) *limiter {
+	return &limiter{b: rate.NewLimiter(rate.Limit(rps), max(burst, 1)), now: now}
 }
 
 // take spends one token and returns 0, or returns how long until one is available (spending none).
 func (l *limiter) take() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
-	if elapsed := now.Sub(l.last).Seconds(); elapsed > 0 {
-		l.tokens = min(l.burst, l.tokens+elapsed*l.rate)
+	r := l.b.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d
 	}
-	l.last = now
-	if l.tokens >= 1 {
-		l.tokens--
-		return 0
-	}
-	return time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+	return 0
 }

@@ -24,14 +24,13 @@ func (a *API) authenticated(h clientHandler) http.HandlerFunc {
 		}
 		if c == nil {
 			a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})
-			writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: "a valid bearer key (or client certificate) is required"})
+			writeProblem(w, errUnauthenticated)
 			return
 		}
 		if c.limiter != nil {
 			if wait := c.limiter.take(); wait > 0 {
 				a.audit(Event{Type: "rate_limited", Client: c.name, Remote: r.RemoteAddr, Result: "rate_limited"})
-				writeProblem(w, problem{status: http.StatusTooManyRequests, code: codeRateLimited,
-					detail: "this client's request rate limit is exceeded", retryAfter: wait})
+				writeProblem(w, &clientLimitError{retryAfter: wait})
 				return
 			}
 		}
@@ -67,7 +66,7 @@ func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
 						panic(v)
 					}
 					log.Error("handler panic", "route", routeOf(r))
-					writeProblem(w, problem{status: http.StatusInternalServerError, code: codeInternal, detail: "internal error"})
+					writeProblem(w, errPanic)
 				}
 			}()
 			next.ServeHTTP(w, r)

@@ -39,22 +39,59 @@ const (
 	codeInternal            = "internal"
 )
 
-// problemFor maps an error from the broker (or request parsing) to its problem. This is the one place
-// where error classes become HTTP statuses.
+// The HTTP layer's own failures, mapped by problemFor like the broker's. Their texts are the details
+// clients see.
+var (
+	errUnauthenticated  = errors.New("a valid bearer key (or client certificate) is required")
+	errForbidden        = errors.New("this client may not use this app")
+	errNoRoute          = errors.New("no such route")
+	errMethodNotAllowed = errors.New("method not allowed on this route")
+	errPanic            = errors.New("internal error")
+)
+
+// clientLimitError means the client exceeded its own request rate limit on this replica.
+type clientLimitError struct{ retryAfter time.Duration }
+
+func (e *clientLimitError) Error() string { return "this client's request rate limit is exceeded" }
+
+// badRequestError is a client mistake in the request itself; msg is safe to return.
+type badRequestError struct{ msg string }
+
+func (e *badRequestError) Error() string { return e.msg }
+
+// problemFor maps an error from the broker, from request parsing or from the HTTP layer itself to its
+// problem. This is the one place where error classes become HTTP statuses and problem codes.
 func problemFor(err error) problem {
 	var (
 		rejected    *broker.RejectedError
 		unavailable *broker.UnavailableError
 		cooldown    *broker.CooldownError
+		limited     *clientLimitError
 		bad         *badRequestError
 		banned      *proxy.BannedError
 	)
 	switch {
+	case errors.Is(err, errUnauthenticated):
+		return problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: err.Error()}
+	case errors.Is(err, errForbidden):
+		return problem{status: http.StatusForbidden, code: codeForbidden, detail: err.Error()}
+	case errors.Is(err, errNoRoute):
+		return problem{status: http.StatusNotFound, code: codeNotFound, detail: err.Error()}
+	case errors.Is(err, errMethodNotAllowed):
+		return problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: err.Error()}
+	case errors.Is(err, errPanic):
+		return problem{status: http.StatusInternalServerError, code: codeInternal, detail: err.Error()}
+	case errors.As(err, &limited):
+		return problem{status: http.StatusTooManyRequests, code: codeRateLimited, detail: limited.Error(), retryAfter: limited.retryAfter}
 	// The proxy's own failures (proxy.go); DingTalk's answers pass through untouched.
 	case errors.Is(err, proxyrule.ErrBadPath):
 		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the DingTalk path must not have empty, . or .. segments, an encoded /, a backslash or ;"}
 	case errors.Is(err, errProxyDenied):
-		return problem{status: http.StatusForbidden, code: codeForbidden, detail: "no proxy rule of this client allows this call"}
+		return problem{status: http.StatusForbidden, code: codeForbidden, detail: err.Error()}
+	case errors.Is(err, errNoFamily), errors.Is(err, errProxyDisabled):
+		return problem{status: http.StatusNotFound, code: codeNotFound, detail: err.Error()}
+	case errors.Is(err, errProxyMethod):
+		return problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: err.Error()}
 	case errors.Is(err, proxy.ErrRequestBody):
 		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the request body could not be read"}
 	case errors.Is(err, proxy.ErrBodyTooLarge):
@@ -76,14 +113,10 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"}
 	case errors.As(err, &rejected):
 		return problem{status: http.StatusBadGateway, code: codeUpstreamRejected,
-			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejected.Upstream.Code}
+			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejectedCode(rejected)}
 	case errors.As(err, &unavailable):
-		p := problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
-			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter}
-		if unavailable.Upstream != nil {
-			p.upstreamCode = unavailable.Upstream.Code
-		}
-		return p
+		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
+			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter, upstreamCode: unavailableCode(unavailable)}
 	case errors.As(err, &cooldown):
 		return problem{status: http.StatusTooManyRequests, code: codeRateLimited,
 			detail:     "this token was checked moments ago; the problem is likely elsewhere (permissions, wrong app, missing header)",
@@ -95,12 +128,25 @@ func problemFor(err error) problem {
 	}
 }
 
-// badRequestError is a client mistake in the request itself; msg is safe to return.
-type badRequestError struct{ msg string }
+// rejectedCode and unavailableCode read DingTalk's code ("40096", "invalidClientIdOrSecret") from the
+// broker's failures, "" when there is none. httpapi knows nothing of DingTalk's own types.
+func rejectedCode(e *broker.RejectedError) string {
+	if e.Upstream == nil {
+		return ""
+	}
+	return e.Upstream.Code
+}
 
-func (e *badRequestError) Error() string { return e.msg }
+func unavailableCode(e *broker.UnavailableError) string {
+	if e.Upstream == nil {
+		return ""
+	}
+	return e.Upstream.Code
+}
 
-func writeProblem(w http.ResponseWriter, p problem) {
+// writeProblem writes err as its problem document (see problemFor).
+func writeProblem(w http.ResponseWriter, err error) {
+	p := problemFor(err)
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	if p.status == http.StatusUnauthorized {

@@ -32,8 +32,15 @@ type ProxyEvent struct {
 	Remote string
 }
 
-// errProxyDenied: no rule of the client allows the call.
-var errProxyDenied = errors.New("proxy call not allowed")
+// The proxy routes' own refusals, mapped by problemFor; their texts are the details clients see.
+var (
+	errProxyDenied   = errors.New("no proxy rule of this client allows this call")
+	errNoFamily      = errors.New("the family must be api or oapi")
+	errProxyDisabled = errors.New("the proxy is not enabled")
+	// TRACE would echo the request, token included, back to the caller; CONNECT is no API call.
+	errProxyMethod  = errors.New("TRACE and CONNECT are never proxied")
+	errNoGatewayApp = &badRequestError{"name the app with the X-Tokend-App header or as the Basic-auth user name"}
+)
 
 // statusClientClosed is the audit status of a call whose caller went away before the answer.
 const statusClientClosed = 499
@@ -45,7 +52,7 @@ const maxAuditPath = 512
 func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 	fam, ok := proxyrule.ParseFamily(r.PathValue("family"))
 	if !ok {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "the family must be api or oapi"})
+		writeProblem(w, errNoFamily)
 		return
 	}
 	// The DingTalk path as the caller escaped it: the router's wildcard may hold it decoded.
@@ -64,13 +71,9 @@ func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 func (a *API) GatewayHandler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such route"})
-	})
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
 	// chi answers methods it does not know (any token is a valid HTTP method) this way.
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed"})
-	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
 	r.Handle("/*", http.HandlerFunc(a.gateway))
 	return r
 }
@@ -91,21 +94,18 @@ func (a *API) gateway(w http.ResponseWriter, r *http.Request) {
 	}
 	if c == nil {
 		a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})
-		writeProblem(w, problem{status: http.StatusUnauthorized, code: codeUnauthenticated,
-			detail: "a valid client key is required: Authorization: Bearer <key>, or Basic auth with the app as user name and the key as password"})
+		writeProblem(w, errUnauthenticated)
 		return
 	}
 	if c.limiter != nil {
 		if wait := c.limiter.take(); wait > 0 {
 			a.audit(Event{Type: "rate_limited", Client: c.name, Remote: r.RemoteAddr, Result: "rate_limited"})
-			writeProblem(w, problem{status: http.StatusTooManyRequests, code: codeRateLimited,
-				detail: "this client's request rate limit is exceeded", retryAfter: wait})
+			writeProblem(w, &clientLimitError{retryAfter: wait})
 			return
 		}
 	}
 	if app == "" {
-		writeProblem(w, problem{status: http.StatusBadRequest, code: codeBadRequest,
-			detail: "name the app with the X-Tokend-App header or as the Basic-auth user name"})
+		writeProblem(w, errNoGatewayApp)
 		return
 	}
 	path := r.URL.EscapedPath()
@@ -127,17 +127,14 @@ func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app 
 		p := problemFor(err)
 		ev.Status, ev.Result = p.status, p.code
 		a.paudit(ev)
-		writeProblem(w, p)
+		writeProblem(w, err)
 	}
 	if a.fwd == nil {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "the proxy is not enabled"})
+		writeProblem(w, errProxyDisabled)
 		return
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
-		// TRACE would echo the request, token included, back to the caller; CONNECT is no API call.
-		ev.Status, ev.Result = http.StatusMethodNotAllowed, codeMethodNotAllowed
-		a.paudit(ev)
-		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "TRACE and CONNECT are never proxied"})
+		fail(errProxyMethod)
 		return
 	}
 	path, err := proxyrule.Clean(escaped)

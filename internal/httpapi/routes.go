@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -11,12 +12,8 @@ import (
 func (a *API) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusNotFound, code: codeNotFound, detail: "no such route"})
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: "method not allowed on this route"})
-	})
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
 	r.Get("/v1/apps", a.authenticated(a.listApps))
 	r.Get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
 	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
@@ -27,13 +24,20 @@ func (a *API) Handler() http.Handler {
 	return r
 }
 
-// OpsHandler returns the ops API: /healthz, /readyz and /metrics, unauthenticated (keep it on a
-// private interface).
+// OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,
+// /debug/pprof/), unauthenticated (keep it on a private interface).
 func (a *API) OpsHandler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(recoverPanics(a.log))
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
+	if a.pprof {
+		r.Get("/debug/pprof/cmdline", pprof.Cmdline)
+		r.Get("/debug/pprof/profile", pprof.Profile)
+		r.Get("/debug/pprof/symbol", pprof.Symbol)
+		r.Get("/debug/pprof/trace", pprof.Trace)
+		r.Get("/debug/pprof/*", pprof.Index) // heap, goroutine, allocs... by name
+	}
 	return r
 }

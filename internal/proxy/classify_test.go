@@ -45,7 +45,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := classify(c.fam, c.status, c.ct, []byte(c.body))
+			got := classify(c.status, c.ct, []byte(c.body))
 			if got != c.want {
 				t.Errorf("classify = %+v, want %+v", got, c.want)
 			}

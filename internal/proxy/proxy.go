@@ -234,7 +234,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 			o.Retried = out.Retried
 			return o, err
 		}
-		ans, err := inspect(t.Family, resp)
+		ans, err := inspect(resp)
 		if err != nil {
 			resp.Body.Close()
 			o, err := p.failed(ctx, r, body, err)
@@ -305,7 +305,7 @@ type answer struct {
 // inspect reads the beginning of a textual answer that may be an error envelope or a block page
 // (at most peekMax bytes: bodies known to be longer, and binary ones, are not read at all) and
 // classifies it when it is complete.
-func inspect(f proxyrule.Family, resp *http.Response) (answer, error) {
+func inspect(resp *http.Response) (answer, error) {
 	ct := resp.Header.Get("Content-Type")
 	if resp.ContentLength > peekMax || resp.ContentLength == 0 || !textual(ct) {
 		return answer{}, nil
@@ -321,7 +321,7 @@ func inspect(f proxyrule.Family, resp *http.Response) (answer, error) {
 		return answer{prefix: buf}, nil // longer than peekMax: not an envelope
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		buf = buf[:n]
-		return answer{prefix: buf, v: classify(f, resp.StatusCode, ct, buf)}, nil
+		return answer{prefix: buf, v: classify(resp.StatusCode, ct, buf)}, nil
 	}
 	return answer{}, err
 }

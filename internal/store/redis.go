@@ -151,7 +151,42 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, errors.New("redis options: prefix must not contain '{' or '}'")
 	}
+	u, err := universalOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	var c redis.UniversalClient
+	switch {
+	case u.MasterName != "":
+		c = redis.NewFailoverClient(u.Failover())
+	case len(u.Addrs) > 1:
+		co := u.Cluster()
+		co.ClusterStateReloadInterval = clusterReloadInterval
+		c = redis.NewClusterClient(co)
+	default:
+		c = redis.NewClient(u.Simple())
+	}
+	return NewRedis(c, opts.Prefix, opts.OpTimeout), nil
+}
+
+// universalOptions checks opts (OpTimeout and Prefix already defaulted) and returns the one option
+// block every kind of client is made from: the address(es), the credentials, and the timeouts that
+// keep a frozen Redis from hanging a caller. A URL's connection settings (user, password, database,
+// TLS, pool and retry parameters) are carried over; Password, when set, replaces the URL's.
+func universalOptions(opts RedisOptions) (*redis.UniversalOptions, error) {
+	u := &redis.UniversalOptions{
+		Addrs:                 opts.Addrs,
+		MasterName:            opts.MasterName,
+		Password:              opts.Password,
+		DialTimeout:           opts.OpTimeout,
+		ReadTimeout:           opts.OpTimeout,
+		WriteTimeout:          opts.OpTimeout,
+		PoolTimeout:           opts.OpTimeout,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+		// Not applied to Sentinel-managed clients, which go-redis does not support it for.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
 	switch {
 	case opts.URL != "" && len(opts.Addrs) > 0:
 		return nil, errors.New("redis options: set url or addrs, not both")
@@ -163,67 +198,24 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 		if err != nil {
 			return nil, err
 		}
-		if opts.Password != "" {
-			o.Password = opts.Password
+		u.Addrs = []string{o.Addr}
+		if u.Password == "" {
+			u.Password = o.Password
 		}
-		o.DialTimeout = opts.OpTimeout
-		o.ReadTimeout = opts.OpTimeout
-		o.WriteTimeout = opts.OpTimeout
-		o.PoolTimeout = opts.OpTimeout
-		o.ContextTimeoutEnabled = true
-		o.DisableIdentity = true
-		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		c = redis.NewClient(o)
+		u.Username, u.DB, u.TLSConfig, u.Protocol, u.ClientName = o.Username, o.DB, o.TLSConfig, o.Protocol, o.ClientName
+		u.MaxRetries, u.MinRetryBackoff, u.MaxRetryBackoff = o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff
+		u.PoolFIFO, u.PoolSize, u.MinIdleConns, u.MaxIdleConns, u.MaxActiveConns = o.PoolFIFO, o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns
+		u.ConnMaxIdleTime, u.ConnMaxLifetime = o.ConnMaxIdleTime, o.ConnMaxLifetime
 	case len(opts.Addrs) > 0:
 		for _, a := range opts.Addrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {
 				return nil, fmt.Errorf("redis options: addr %q: %w", a, err)
 			}
 		}
-		maint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		switch {
-		case opts.MasterName != "":
-			c = redis.NewFailoverClient(&redis.FailoverOptions{
-				MasterName:            opts.MasterName,
-				SentinelAddrs:         opts.Addrs,
-				Password:              opts.Password,
-				DialTimeout:           opts.OpTimeout,
-				ReadTimeout:           opts.OpTimeout,
-				WriteTimeout:          opts.OpTimeout,
-				PoolTimeout:           opts.OpTimeout,
-				ContextTimeoutEnabled: true,
-				DisableIdentity:       true,
-			})
-		case len(opts.Addrs) > 1:
-			c = redis.NewClusterClient(&redis.ClusterOptions{
-				Addrs:                      opts.Addrs,
-				Password:                   opts.Password,
-				DialTimeout:                opts.OpTimeout,
-				ReadTimeout:                opts.OpTimeout,
-				WriteTimeout:               opts.OpTimeout,
-				PoolTimeout:                opts.OpTimeout,
-				ContextTimeoutEnabled:      true,
-				DisableIdentity:            true,
-				MaintNotificationsConfig:   maint,
-				ClusterStateReloadInterval: clusterReloadInterval,
-			})
-		default:
-			c = redis.NewClient(&redis.Options{
-				Addr:                     opts.Addrs[0],
-				Password:                 opts.Password,
-				DialTimeout:              opts.OpTimeout,
-				ReadTimeout:              opts.OpTimeout,
-				WriteTimeout:             opts.OpTimeout,
-				PoolTimeout:              opts.OpTimeout,
-				ContextTimeoutEnabled:    true,
-				DisableIdentity:          true,
-				MaintNotificationsConfig: maint,
-			})
-		}
 	default:
 		return nil, errors.New("redis options: url or addrs is required")
 	}
-	return NewRedis(c, opts.Prefix, opts.OpTimeout), nil
+	return u, nil
 }
 
 // parseURL parses a redis:// or rediss:// URL. Its errors never repeat the URL, which may hold a
