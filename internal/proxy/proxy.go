@@ -284,10 +284,17 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t Target, value strin
 		}
 		u.RawQuery += "access_token=" + url.QueryEscape(value)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
+	// Built field by field: no URL string to parse again, and none (with the token in it) to end
+	// up in an error.
+	req := (&http.Request{
+		Method:     r.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header, len(r.Header)+1),
+		Host:       u.Host,
+	}).WithContext(ctx)
 	copyRequestHeader(req.Header, r.Header)
 	if t.Family == proxyrule.API {
 		req.Header["X-Acs-Dingtalk-Access-Token"] = []string{value}
