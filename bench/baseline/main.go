@@ -8,8 +8,9 @@
 //
 // -server default is a zero http.Server{Handler: h}: what Go itself costs, the floor of any Go
 // service and the reference of the hot-path goal. -server tokend adds the connection limits of
-// tokend's client API (newServer in cmd/tokend; keep tokendServer in step with it), so that the cost of
-// those protections shows apart from the cost of tokend's own code.
+// tokend's client API (newServer and listen in cmd/tokend; keep tokendServer in step with them), so
+// that the cost of those protections shows apart from the cost of tokend's own code; -server timeouts
+// has the same timeouts on a plain listener.
 //
 // Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
 package main
@@ -28,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tokend/tokend/internal/deadline"
 )
 
 func main() {
@@ -55,7 +58,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
-	kind := fs.String("server", "default", "http.Server settings: `default` (Go's) or tokend (tokend's timeouts)")
+	kind := fs.String("server", "default", "http.Server settings: `default` (Go's), timeouts (tokend's timeouts) or tokend (the timeouts on tokend's listener)")
+	// Each timeout overrides the preset's when given, to measure one protection apart.
+	rht := fs.Duration("read-header-timeout", -1, "override ReadHeaderTimeout (0: none)")
+	rt := fs.Duration("read-timeout", -1, "override ReadTimeout (0: none)")
+	wt := fs.Duration("write-timeout", -1, "override WriteTimeout (0: none)")
+	it := fs.Duration("idle-timeout", -1, "override IdleTimeout (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,14 +83,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch *kind {
 	case "default":
 		srv = &http.Server{Handler: h}
-	case "tokend":
+	case "timeouts", "tokend":
 		srv = tokendServer(h)
 	default:
-		return fmt.Errorf("-server %q: want default or tokend", *kind)
+		return fmt.Errorf("-server %q: want default, timeouts or tokend", *kind)
+	}
+	for _, o := range []struct {
+		v   time.Duration
+		dst *time.Duration
+	}{{*rht, &srv.ReadHeaderTimeout}, {*rt, &srv.ReadTimeout}, {*wt, &srv.WriteTimeout}, {*it, &srv.IdleTimeout}} {
+		if o.v >= 0 {
+			*o.dst = o.v
+		}
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
+	}
+	if *kind == "tokend" {
+		ln = deadline.Listener(ln, time.Second) // as cmd/tokend's listen
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/deadline"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/proxy"
@@ -179,18 +180,18 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	}
 	t := &tokend{log: log, audit: audit, broker: b, api: api}
 
-	apiLn, err := net.Listen("tcp", cfg.Listen)
+	apiLn, err := listen(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
-	opsLn, err := net.Listen("tcp", cfg.OpsListen)
+	opsLn, err := listen(cfg.OpsListen)
 	if err != nil {
 		apiLn.Close()
-		return fmt.Errorf("listen %s: %w", cfg.OpsListen, err)
+		return err
 	}
 	var gwLn net.Listener
 	if cfg.GatewayListen != "" {
-		if gwLn, err = net.Listen("tcp", cfg.GatewayListen); err != nil {
+		if gwLn, err = listen(cfg.GatewayListen); err != nil {
 			apiLn.Close()
 			opsLn.Close()
 			return fmt.Errorf("listen %s: %w", cfg.GatewayListen, err)
@@ -272,6 +273,19 @@ loop:
 	log.Info("stopped")
 	return runErr
 }
+
+// listen listens on addr with connections that apply newServer's per-request deadlines only when
+// they must (see internal/deadline): never later than asked, at most deadlineSlack earlier.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return deadline.Listener(ln, deadlineSlack), nil
+}
+
+// deadlineSlack is how much earlier than asked a connection deadline may fall.
+const deadlineSlack = time.Second
 
 // newServer bounds every connection: a client that never finishes its headers or body is cut off
 // within seconds, and idle keep-alive connections are closed.

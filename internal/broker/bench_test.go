@@ -53,7 +53,7 @@ func (s *countingStore) Unlock(ctx context.Context, k token.Key, owner string) e
 	return s.Store.Unlock(ctx, k, owner)
 }
 
-func (s *countingStore) GetNote(ctx context.Context, name string) (string, bool, error) {
+func (s *countingStore) GetNote(ctx context.Context, name string) (string, time.Duration, bool, error) {
 	s.calls.Add(1)
 	return s.Store.GetNote(ctx, name)
 }

@@ -11,8 +11,6 @@ package broker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -144,7 +142,6 @@ type Broker struct {
 	lockTTL      time.Duration
 	failRetry    time.Duration
 	storeTimeout time.Duration
-	owner        string // this replica's identity on locks
 
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
@@ -163,10 +160,11 @@ type Broker struct {
 	stopped  bool
 	inflight sync.WaitGroup
 
-	storeUp  atomic.Bool
-	warm     atomic.Bool
-	draining atomic.Bool
-	banUntil atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
+	storeUp   atomic.Bool
+	storeSlow atomic.Int32 // store operations timed out in a row
+	warm      atomic.Bool
+	draining  atomic.Bool
+	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
 }
 
 // New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
@@ -201,10 +199,6 @@ func New(opts Options) (*Broker, error) {
 	if opts.OnRefresh == nil {
 		opts.OnRefresh = func(RefreshEvent) {}
 	}
-	owner := make([]byte, 12)
-	if _, err := rand.Read(owner); err != nil {
-		return nil, fmt.Errorf("broker: owner id: %w", err)
-	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -222,7 +216,6 @@ func New(opts Options) (*Broker, error) {
 		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
 		failRetry:    opts.FailureRetry,
 		storeTimeout: opts.StoreTimeout,
-		owner:        hex.EncodeToString(owner),
 		workers:      opts.Workers,
 		maxRPS:       opts.MaxRPS,
 		life:         life,
@@ -303,35 +296,53 @@ func (b *Broker) Refresh(ctx context.Context, k token.Key) (token.Token, error) 
 	return b.await(ctx, e, nil)
 }
 
-// await waits for a refresh of e (shared with every concurrent caller) and returns its result.
+// await waits for a refresh of e (shared with every concurrent caller) and returns its result. An
+// invalidation that joined a flight started for another reason (a scheduled refresh, a client
+// without a valid token) and got the reported value back runs one flight of its own afterwards, so
+// the reported value is checked with DingTalk without a second concurrent call from this process.
 func (b *Broker) await(ctx context.Context, e *entry, inv *invalidation) (token.Token, error) {
-	if err := e.blocked(b.now()); err != nil {
-		return token.Token{}, err
-	}
-	ch := b.flight(e, inv)
-	select {
-	case res := <-ch:
+	for joined := false; ; joined = true {
+		if err := e.blocked(b.now()); err != nil {
+			return token.Token{}, err
+		}
+		var res singleflight.Result
+		select {
+		case res = <-b.flight(e, inv):
+		case <-ctx.Done():
+			return token.Token{}, ctx.Err()
+		}
 		if res.Err != nil {
 			return token.Token{}, res.Err
 		}
-		return res.Val.(token.Record).Token, nil
-	case <-ctx.Done():
-		return token.Token{}, ctx.Err()
+		out := res.Val.(outcome)
+		if inv != nil && !joined && out.checked != inv.value && out.rec.Value == inv.value {
+			continue
+		}
+		if !out.rec.Valid(b.now()) {
+			// Never a success without a valid value, whatever path the refresh took.
+			return token.Token{}, &UnavailableError{RetryAfter: time.Second}
+		}
+		return out.rec.Token, nil
 	}
 }
 
-// flight starts (or joins) the one refresh of e in this process. The refresh runs on the broker's own
-// context, detached from the callers, so a caller that gives up does not cancel it for the others.
+// outcome is what a flight hands its callers: the record served afterwards, and the reported value
+// it was started to check ("" for a plain refresh).
+type outcome struct {
+	rec     token.Record
+	checked string
+}
+
+// flight starts (or joins) the one refresh of e in this process: one flight per credential, whatever
+// started it, so that this process never makes two concurrent DingTalk calls for one credential, with
+// or without the store's lock. The refresh runs on the broker's own context, detached from the
+// callers, so a caller that gives up does not cancel it for the others.
 func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result {
-	name := e.key.String()
-	if inv != nil {
-		name += "!" + token.Fingerprint(inv.value)
-	}
-	return b.flights.DoChan(name, func() (any, error) {
+	return b.flights.DoChan(e.key.String(), func() (any, error) {
 		b.lifeMu.RLock()
 		if b.stopped {
 			b.lifeMu.RUnlock()
-			return token.Record{}, &UnavailableError{RetryAfter: time.Second}
+			return outcome{}, &UnavailableError{RetryAfter: time.Second}
 		}
 		b.inflight.Add(1)
 		b.lifeMu.RUnlock()
@@ -340,7 +351,11 @@ func (b *Broker) flight(e *entry, inv *invalidation) <-chan singleflight.Result 
 		defer cancel()
 		rec, err := b.refresh(ctx, e, inv)
 		b.reschedule(e)
-		return rec, err
+		out := outcome{rec: rec}
+		if inv != nil {
+			out.checked = inv.value
+		}
+		return out, err
 	})
 }
 

@@ -336,9 +336,9 @@ func (f *flakyStore) Unlock(ctx context.Context, k token.Key, owner string) erro
 	}
 	return f.Memory.Unlock(ctx, k, owner)
 }
-func (f *flakyStore) GetNote(ctx context.Context, name string) (string, bool, error) {
+func (f *flakyStore) GetNote(ctx context.Context, name string) (string, time.Duration, bool, error) {
 	if err := f.check(); err != nil {
-		return "", false, err
+		return "", 0, false, err
 	}
 	return f.Memory.GetNote(ctx, name)
 }

@@ -15,7 +15,9 @@ type Store interface {
 	// Get returns the record stored under k; ok is false when there is none.
 	Get(ctx context.Context, k token.Key) (rec token.Record, ok bool, err error)
 	// Put stores t under k as generation gen+1, but only if the stored generation is still gen (0:
-	// nothing stored) and t.ExpiresAt is not before the stored expiry, in one atomic step. It returns
+	// nothing stored) and t does not move the stored value's expiry backwards (a write of the same
+	// value with an earlier expiry is refused unless it carries an earlier first-seen), in one atomic
+	// step. It returns
 	// the record stored afterwards and whether t was written. A write is announced to every
 	// subscriber, this one included.
 	Put(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error)
@@ -23,8 +25,10 @@ type Store interface {
 	TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error)
 	// Unlock releases the lock of k if owner still holds it; otherwise it does nothing.
 	Unlock(ctx context.Context, k token.Key, owner string) error
-	// GetNote returns the short shared note called name (back-off state, bans, cool-downs).
-	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
+	// GetNote returns the short shared note called name (back-off state, bans, cool-downs) and how
+	// long it has left to live by the store's clock: notes carry durations, never one replica's
+	// wall-clock instant.
+	GetNote(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
 	// SetNote stores a note for ttl; ttl <= 0 deletes it.
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 	// Spend takes one call from the shared budget called name, which allows limit calls per window for

@@ -26,16 +26,17 @@ type entry struct {
 	// cur is the value served; read without locks on the hot path.
 	cur atomic.Pointer[token.Record]
 
-	mu            sync.Mutex
-	app           App
-	state         State
-	lastErr       *dingtalk.Error // last upstream failure, nil after a success
-	nextTry       time.Time       // no upstream call before this (back-off or slow retry)
-	attempts      int             // consecutive retryable failures
-	dirty         bool            // cur was fetched while the store was down and must be written back
-	cooldownUntil time.Time       // reports of cur before this get 429 (set by an invalidation's refresh)
-	noted         bool            // a back-off note for this key may exist in the store
-	changed       chan struct{}   // closed and replaced whenever cur changes
+	mu           sync.Mutex
+	app          App
+	state        State
+	lastErr      *dingtalk.Error // last upstream failure, nil after a success
+	nextTry      time.Time       // no upstream call before this (back-off or slow retry)
+	attempts     int             // consecutive retryable failures
+	dirty        bool            // cur was fetched while the store was down and must be written back
+	checked      string          // fingerprint of the value last checked after a report, unchanged
+	checkedUntil time.Time       // reports of that value before this get 429
+	noted        bool            // a back-off note for this key may exist in the store
+	changed      chan struct{}   // closed and replaced whenever cur changes
 
 	// Owned by the scheduler, guarded by its mutex.
 	heapIndex int       // position in the scheduler's heap, -1 when not queued
@@ -58,23 +59,30 @@ func (e *entry) appConfig() App {
 	return e.app
 }
 
-// adopt makes rec the served value if it is newer than the current one: a later expiry, or the same
-// expiry at a higher generation. It reports whether rec was adopted.
-func (e *entry) adopt(rec token.Record) bool {
+// adopt makes rec the served value if it is newer than the current one, and reports whether the
+// served value changed. Of two records of the same value, the earliest first-seen wins (and, for a
+// jsapi ticket, the 24 h cap that follows from it), whichever record it came in, so a replica that
+// saw a ticket first never forgets it. A record of another value is newer when it expires later, or
+// when it is a later write (higher generation) of a valid value: expiries computed on two replicas'
+// clocks cannot order a revocation's replacement.
+func (e *entry) adopt(rec token.Record, now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.adoptLocked(rec)
+	return e.adoptLocked(rec, now)
 }
 
-func (e *entry) adoptLocked(rec token.Record) bool {
+func (e *entry) adoptLocked(rec token.Record, now time.Time) bool {
 	if rec.Value == "" {
 		return false
 	}
-	if old := e.cur.Load(); old != nil {
-		if rec.ExpiresAt.Before(old.ExpiresAt) {
-			return false
-		}
-		if rec.ExpiresAt.Equal(old.ExpiresAt) && rec.Value == old.Value && rec.Generation <= old.Generation {
+	old := e.cur.Load()
+	if old != nil {
+		if old.Value == rec.Value {
+			rec = e.merge(*old, rec)
+			if rec == *old {
+				return false
+			}
+		} else if !rec.ExpiresAt.After(old.ExpiresAt) && (rec.Generation <= old.Generation || !rec.Valid(now)) {
 			return false
 		}
 	}
@@ -83,6 +91,54 @@ func (e *entry) adoptLocked(rec token.Record) bool {
 	close(e.changed)
 	e.changed = make(chan struct{})
 	return true
+}
+
+// merge combines two records of the same value: the later expiry, fetch and generation, the
+// earliest first-seen, and for a ticket the cap at its first-seen + 24 h.
+func (e *entry) merge(a, b token.Record) token.Record {
+	m := b
+	if a.ExpiresAt.After(m.ExpiresAt) {
+		m.ExpiresAt = a.ExpiresAt
+	}
+	if a.FetchedAt.After(m.FetchedAt) {
+		m.FetchedAt = a.FetchedAt
+	}
+	m.Generation = max(a.Generation, b.Generation)
+	if !a.FirstSeen.IsZero() && (m.FirstSeen.IsZero() || a.FirstSeen.Before(m.FirstSeen)) {
+		m.FirstSeen = a.FirstSeen
+	}
+	if e.key.Kind == token.JSAPITicket && !m.FirstSeen.IsZero() {
+		if limit := m.FirstSeen.Add(ticketMaxAge); m.ExpiresAt.After(limit) {
+			m.ExpiresAt = limit
+		}
+	}
+	return m
+}
+
+// markChecked records that value was checked with DingTalk after a report and came back unchanged;
+// reports of it get 429 until until.
+func (e *entry) markChecked(value string, until time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checked, e.checkedUntil = token.Fingerprint(value), until
+}
+
+// checkedLeft is what is left at now of value's cool-down, as this replica knows it.
+func (e *entry) checkedLeft(value string, now time.Time) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.checked != token.Fingerprint(value) || !now.Before(e.checkedUntil) {
+		return 0
+	}
+	return e.checkedUntil.Sub(now)
+}
+
+// served returns the value served, the zero Token when there is none.
+func (e *entry) served() token.Token {
+	if r := e.cur.Load(); r != nil {
+		return r.Token
+	}
+	return token.Token{}
 }
 
 // changes returns a channel closed at the next change of cur.

@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"strconv"
-	"time"
 
 	"github.com/tokend/tokend/internal/token"
 )
@@ -11,8 +9,9 @@ import (
 // Invalidate handles a client's report that DingTalk rejected value, app's access token. The token is
 // replaced only if value is still the current one: a report of an older value returns the current
 // token with no upstream call, and concurrent reports share one refresh (across replicas, through the
-// store lock and the generation check). DingTalk may hand back the same value; it is kept, and a
-// further report of the current value within the cool-down gets *CooldownError. Other errors are
+// store lock, and a cool-down note naming the value checked). DingTalk may hand back the same value;
+// it is kept, and a further report of that same value within the cool-down gets *CooldownError (a
+// new value reported moments after it was issued is checked: the cool-down is per value, not per app). Other errors are
 // those of Token.
 func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token, error) {
 	e, err := b.entry(token.Key{App: app, Kind: token.AccessToken})
@@ -23,14 +22,26 @@ func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token
 	cur := e.cur.Load()
 	if cur == nil || !cur.Valid(now) {
 		t, err := b.await(ctx, e, nil)
-		b.countInvalidation(app, value, t, err)
-		return t, err
+		if err != nil || t.Value != value {
+			b.countInvalidation(app, value, t, err)
+			return t, err
+		}
+		// The value this replica just loaded is the one reported: check it like any other.
+		cur = &token.Record{Token: t}
+	}
+	if value != cur.Value && b.storeUp.Load() {
+		// This replica may not have heard yet of the value reported (pub/sub lags a write by a few
+		// milliseconds): the store says which is current.
+		if rec, ok, err := b.storeGet(ctx, e.key); err == nil && ok {
+			b.adopt(e, rec)
+			cur = e.cur.Load()
+		}
 	}
 	if value != cur.Value {
 		b.m.invalidations.WithLabelValues(app, "stale").Inc()
 		return cur.Token, nil
 	}
-	if wait := b.cooldownLeft(ctx, e, now); wait > 0 {
+	if wait := b.checkedLeft(ctx, e, value); wait > 0 {
 		// This replica may not have heard yet of the refresh that started the cool-down: if the store
 		// holds another value, the report is of an older token after all.
 		if b.storeUp.Load() {
@@ -43,7 +54,7 @@ func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token
 		b.m.invalidations.WithLabelValues(app, "cooldown").Inc()
 		return token.Token{}, &CooldownError{RetryAfter: wait}
 	}
-	t, err := b.await(ctx, e, &invalidation{value: value, gen: cur.Generation})
+	t, err := b.await(ctx, e, &invalidation{value: value})
 	b.countInvalidation(app, value, t, err)
 	return t, err
 }
@@ -57,28 +68,4 @@ func (b *Broker) countInvalidation(app, reported string, got token.Token, err er
 		result = "unchanged"
 	}
 	b.m.invalidations.WithLabelValues(app, result).Inc()
-}
-
-// cooldownLeft is how long reports of e's current value must still wait: the cool-down that the last
-// invalidation-driven refresh of the app started, as this replica or the store knows it.
-func (b *Broker) cooldownLeft(ctx context.Context, e *entry, now time.Time) time.Duration {
-	e.mu.Lock()
-	until := e.cooldownUntil
-	e.mu.Unlock()
-	if b.storeUp.Load() {
-		sctx, cancel := b.storeCtx(ctx)
-		v, ok, err := b.store.GetNote(sctx, cooldownNote(e.key.App))
-		cancel()
-		if err != nil {
-			b.storeFailed(err)
-		} else if ok {
-			if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && time.UnixMilli(ms).After(until) {
-				until = time.UnixMilli(ms)
-			}
-		}
-	}
-	if !until.After(now) {
-		return 0
-	}
-	return until.Sub(now)
 }

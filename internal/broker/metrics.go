@@ -1,9 +1,14 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokend/tokend/internal/dingtalk"
 )
 
 // metrics are the broker's Prometheus collectors; names and labels are part of the contract.
@@ -77,4 +82,44 @@ func (b *Broker) setState(e *entry) {
 		}
 	}
 	b.m.state.WithLabelValues(e.key.App, string(e.key.Kind), string(s)).Set(1)
+}
+
+// codeOther is the code label of a DingTalk code tokend does not know: the label's values stay a
+// bounded set whatever DingTalk sends.
+const codeOther = "other"
+
+// busyCodes are DingTalk's codes for "busy, retry", the known codes that the client classifies as
+// plainly unavailable (every other known code has a class of its own).
+var busyCodes = map[string]bool{"-1": true, "systemBusy": true, "system.busy": true}
+
+// codeLabel is the code label of a call's outcome: "ok", a code the client makes itself (timeout,
+// network, http_<status>, ip_ban, bad_response, bad_request), a DingTalk code tokend knows, or
+// codeOther.
+func codeLabel(err error) string {
+	var de *dingtalk.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case !errors.As(err, &de):
+		return "error"
+	case de.Family == dingtalk.FamilyTransport:
+		if n, ok := strings.CutPrefix(de.Code, "http_"); ok {
+			if s, err := strconv.Atoi(n); err != nil || s < 100 || s > 599 {
+				return codeOther
+			}
+		}
+		return de.Code
+	case de.Class != dingtalk.ClassUnavailable || busyCodes[de.Code]:
+		// Classified, so one of the codes the client knows.
+		return de.Code
+	}
+	return codeOther
+}
+
+// forget deletes every per-app series of app, once it is removed from the configuration.
+func (m *metrics) forget(app string) {
+	l := prometheus.Labels{"app": app}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{m.expiry, m.state, m.refresh, m.upstream, m.invalidations} {
+		v.DeletePartialMatch(l)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/tokend/tokend/internal/dingtalk"
@@ -29,15 +28,15 @@ const (
 )
 
 // invalidation asks a refresh to replace value, reported invalid by a client while it was the
-// current value at generation gen.
+// current value.
 type invalidation struct {
 	value string
-	gen   int64
 }
 
 // refresh makes e's value valid and fresh (or, with inv, replaces the reported value), calling
 // DingTalk only when the store does not already hold what is needed and no other replica is fetching.
 func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
+	spent := false
 	for {
 		if !b.storeUp.Load() {
 			return b.refreshAlone(ctx, e, inv)
@@ -55,25 +54,29 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		}
 		// Wait for the budget before taking the lock: a lock held while queueing for the budget
 		// could lapse and let another replica make the same call.
-		if err := b.spend(ctx); err != nil {
-			return token.Record{}, err
+		// One unit per refresh, however many times this replica then waits for another's write.
+		if !spent {
+			if err := b.spend(ctx); err != nil {
+				return token.Record{}, err
+			}
+			spent = true
 		}
-		got, err := b.tryLock(ctx, e.key)
+		l, err := b.tryLock(ctx, e.key)
 		if err != nil {
 			return b.refreshAlone(ctx, e, inv)
 		}
-		if got {
-			return b.fetchLocked(ctx, e, inv)
+		if l != nil {
+			return b.fetchLocked(ctx, l, e, inv)
 		}
 		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
-		got, err = b.waitChange(ctx, e, rec.Generation, note)
+		l, err = b.waitChange(ctx, e, rec.Generation, note)
 		if err != nil {
 			return token.Record{}, err
 		}
-		if got {
+		if l != nil {
 			// The holder let go without writing (it shut down, or its call was cut short): this
 			// replica took the lock over, with the call it already took from the budget.
-			return b.fetchLocked(ctx, e, inv)
+			return b.fetchLocked(ctx, l, e, inv)
 		}
 	}
 }
@@ -90,7 +93,7 @@ func (b *Broker) superseded(e *entry, inv *invalidation) (token.Record, bool) {
 	if inv != nil {
 		return *cur, cur.Value != inv.value
 	}
-	return *cur, !b.needs(e.key, *cur, true, nil)
+	return *cur, !b.needs(e, *cur, true, nil)
 }
 
 // readStored reads e's record from the store and serves it if newer. need is false when the store
@@ -102,30 +105,64 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 	}
 	if ok {
 		b.adopt(e, rec)
+		if cur := e.cur.Load(); cur != nil && cur.Value == rec.Value && cur.FirstSeen.Before(rec.FirstSeen) {
+			// This replica saw the value first (the store lost the record, or another replica
+			// restarted without it): the earliest first-seen wins, here and in the store.
+			stored := rec
+			rec = *cur
+			rec.Generation = stored.Generation
+			b.writeFirstSeen(ctx, e, stored.Generation, rec.Token)
+		}
 	}
-	if !b.needs(e.key, rec, ok, inv) {
+	// After adopt, the served value is the newest known of memory and store: a failover that brought
+	// an older record back must not have it handed out.
+	best := rec
+	if cur := e.cur.Load(); cur != nil && cur.Valid(b.now()) {
+		best = *cur
+	}
+	need = b.needs(e, rec, ok, inv)
+	if inv != nil {
+		need = best.Value == inv.value && b.checkedLeft(ctx, e, inv.value) == 0
+	}
+	if !need {
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "shared").Inc()
-		if rec.Valid(b.now()) {
+		if best.Valid(b.now()) {
 			b.clearFailure(e) // someone's fetch succeeded: whatever failed here before is over
 		}
-		return rec, ok, false, nil
+		return best, ok, false, nil
 	}
 	return rec, ok, true, nil
 }
 
-// needs reports whether the stored record (ok false: none) calls for a fetch from DingTalk.
-func (b *Broker) needs(k token.Key, rec token.Record, ok bool, inv *invalidation) bool {
+// writeFirstSeen writes t, the stored value with the earliest first-seen known, over generation gen.
+func (b *Broker) writeFirstSeen(ctx context.Context, e *entry, gen int64, t token.Token) {
+	pctx, cancel := b.storeCtx(ctx)
+	defer cancel()
+	cur, _, err := b.store.Put(pctx, e.key, gen, t)
+	if err != nil {
+		b.storeFailed(err)
+		return
+	}
+	b.adopt(e, cur)
+}
+
+// needs reports whether the record (ok false: none) calls for a fetch from DingTalk. For a report,
+// it does while the record holds the reported value and nobody checked that value with DingTalk
+// within the cool-down (as this replica knows: the store's note is read by readStored). A report is
+// answered by a check of the value, not by a generation counter, which restarts when the store
+// restarts empty.
+func (b *Broker) needs(e *entry, rec token.Record, ok bool, inv *invalidation) bool {
 	if !ok {
 		return true
 	}
-	if inv != nil {
-		return rec.Value == inv.value && rec.Generation <= inv.gen
-	}
 	now := b.now()
+	if inv != nil {
+		return rec.Value == inv.value && e.checkedLeft(inv.value, now) <= 0
+	}
 	if !rec.Valid(now) {
 		return true
 	}
-	return !b.capped(k, rec.Token) && !now.Before(b.windowStart(rec.Token))
+	return !b.capped(e.key, rec.Token) && !now.Before(b.windowStart(rec.Token))
 }
 
 // effMargin is the refresh margin for t: the configured margin, capped at half t's lifetime.
@@ -147,8 +184,8 @@ func (b *Broker) capped(k token.Key, t token.Token) bool {
 
 // fetchLocked runs with e's store lock held: it re-reads the store (another replica may have written
 // between our read and our lock), fetches, and writes fenced.
-func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
-	defer b.unlock(ctx, e.key)
+func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *invalidation) (token.Record, error) {
+	defer l.release()
 	rec, ok, need, err := b.readStored(ctx, e, inv)
 	if err != nil {
 		return b.refreshAlone(ctx, e, inv)
@@ -172,14 +209,19 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 		}
 		return token.Record{}, b.failed(ctx, e, err)
 	}
-	pctx, cancel := b.storeCtx(ctx)
-	cur, written, err := b.store.Put(pctx, e.key, rec.Generation, t)
-	cancel()
+	if inv != nil && t.Value == inv.value {
+		b.markChecked(ctx, e, t.Value)
+	}
+	cur, written, err := b.write(ctx, e.key, rec.Generation, t)
 	if err != nil {
-		b.storeFailed(err)
 		return b.keepLocal(e, t), nil
 	}
 	b.adopt(e, cur)
+	if !cur.Valid(b.now()) {
+		// The store holds nothing this replica can serve and would not take t: serve t from memory
+		// and write it back later rather than hand out nothing.
+		cur = b.keepLocal(e, t)
+	}
 	b.succeeded(ctx, e, inv)
 	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != prev.Value, Invalidation: inv != nil})
 	if !written {
@@ -191,6 +233,30 @@ func (b *Broker) fetchLocked(ctx context.Context, e *entry, inv *invalidation) (
 	return cur, nil
 }
 
+// write stores t fenced on generation gen, the one read before t was fetched. When the fenced write
+// loses to a record that is not newer than t (the record vanished: Redis restarted empty, was
+// flushed or evicted the key; or a failover brought an older record back), t is written again on top
+// of what the store now holds: t was fetched after everything this replica read, and serving the
+// loser would hand out an empty or older token. A record newer than t wins and is returned.
+func (b *Broker) write(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error) {
+	for range 3 {
+		pctx, cancel := b.storeCtx(ctx)
+		cur, written, err = b.store.Put(pctx, k, gen, t)
+		cancel()
+		if err != nil {
+			b.storeFailed(err)
+			return cur, false, err
+		}
+		if written || (cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt)) {
+			return cur, written, nil
+		}
+		b.log.Warn("store lost the record being refreshed: writing the fetched one again", "app", k.App, "kind", k.Kind,
+			"expected_generation", gen, "found_generation", cur.Generation)
+		gen = cur.Generation
+	}
+	return cur, false, nil
+}
+
 // refreshAlone refreshes e while the store is unreachable: this replica decides on its own, from
 // memory, and the result is written back when the store returns.
 func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
@@ -199,7 +265,7 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	if cur != nil {
 		rec = *cur
 	}
-	if !b.needs(e.key, rec, cur != nil, inv) {
+	if !b.needs(e, rec, cur != nil, inv) {
 		return rec, nil
 	}
 	if err := b.gateLocal(e); err != nil {
@@ -215,6 +281,9 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 		}
 		return token.Record{}, b.failed(ctx, e, err)
 	}
+	if inv != nil && t.Value == inv.value {
+		b.markChecked(ctx, e, t.Value)
+	}
 	r := b.keepLocal(e, t)
 	b.succeeded(ctx, e, inv)
 	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != rec.Value, Invalidation: inv != nil})
@@ -226,12 +295,14 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 // keepLocal serves t from memory and marks it for writing back to the store.
 func (b *Broker) keepLocal(e *entry, t token.Token) token.Record {
 	e.mu.Lock()
-	gen := int64(0)
+	// One past the generation known: t was fetched after it, so a record of that generation is
+	// older (the fence in the store uses the store's generation, never this one).
+	gen := int64(1)
 	if cur := e.cur.Load(); cur != nil {
-		gen = cur.Generation
+		gen = cur.Generation + 1
 	}
 	r := token.Record{Token: t, Generation: gen}
-	e.adoptLocked(r)
+	e.adoptLocked(r, b.now())
 	e.dirty = true
 	e.mu.Unlock()
 	b.adopted(e)
@@ -264,8 +335,11 @@ func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.T
 		return token.Token{}, err
 	}
 	t := token.Token{Value: g.Value, FetchedAt: start, FirstSeen: start, ExpiresAt: start.Add(g.ExpiresIn)}
-	if prev.Value == g.Value && !prev.FirstSeen.IsZero() {
-		t.FirstSeen = prev.FirstSeen
+	for _, known := range []token.Token{prev, e.served()} {
+		// The earliest first-seen of the value, whoever saw it.
+		if known.Value == g.Value && !known.FirstSeen.IsZero() && known.FirstSeen.Before(t.FirstSeen) {
+			t.FirstSeen = known.FirstSeen
+		}
 	}
 	if e.key.Kind == token.JSAPITicket {
 		if limit := t.FirstSeen.Add(ticketMaxAge); t.ExpiresAt.After(limit) {
@@ -295,7 +369,7 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 	for attempt := 0; ; attempt++ {
 		at, err := b.Token(ctx, tokenKey)
 		if err != nil {
-			return dingtalk.Grant{}, err
+			return dingtalk.Grant{}, &noCallError{err}
 		}
 		g, err := b.call(ctx, k, func(ctx context.Context) (dingtalk.Grant, error) {
 			return b.upstream.JSAPITicket(ctx, api, at.Value)
@@ -312,14 +386,20 @@ func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, erro
 		if cur == nil || cur.Value != at.Value {
 			continue // already replaced meanwhile
 		}
-		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value, gen: cur.Generation}); ierr != nil {
-			return g, ierr
+		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value}); ierr != nil {
+			return g, &noCallError{ierr}
 		}
 		if err := b.spend(ctx); err != nil { // the second ticket call
 			return dingtalk.Grant{}, err
 		}
 	}
 }
+
+// noCallError is a ticket refresh's failure to get the app's access token: no ticket call was made.
+type noCallError struct{ err error }
+
+func (e *noCallError) Error() string { return "access token for the ticket call: " + e.err.Error() }
+func (e *noCallError) Unwrap() error { return e.err }
 
 // call makes one DingTalk call within the upstream timeout and records it. The caller has taken the
 // call from the rate budget (see spend).
@@ -329,40 +409,93 @@ func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context)
 	start := time.Now()
 	g, err := do(ctx)
 	b.m.upstreamDur.WithLabelValues(string(k.Kind)).Observe(time.Since(start).Seconds())
-	code := "ok"
-	var de *dingtalk.Error
-	if errors.As(err, &de) {
-		code = de.Code
-	} else if err != nil {
-		code = "error"
-	}
-	b.m.upstream.WithLabelValues(k.App, string(k.Kind), code).Inc()
+	b.m.upstream.WithLabelValues(k.App, string(k.Kind), codeLabel(err)).Inc()
 	return g, err
 }
 
 // failure is the shared back-off state of one credential, kept as a store note so that every replica
 // obeys one schedule.
+// The note lives keepMs past the end of the wait, so that the attempt count outlives it: the wait
+// left is the note's time to live (by the store's clock) minus keepMs. It carries no instant of any
+// replica's clock, so a replica whose clock is off cannot stall the others.
 type failure struct {
 	Class    dingtalk.Class  `json:"class"`
 	Family   dingtalk.Family `json:"family"`
 	Status   int             `json:"status,omitempty"`
 	Code     string          `json:"code"`
 	Attempts int             `json:"attempts"`
-	NextMs   int64           `json:"next"`
+	KeepMs   int64           `json:"keep_ms"`
+	// Write tells one write from the next, so that a replica waiting on the lock sees a failure
+	// noted even when it repeats the previous one.
+	Write uint32 `json:"write"`
 }
+
+// backoffKeep is how long a back-off note outlives its wait.
+const backoffKeep = 10 * time.Minute
 
 func backoffNote(k token.Key) string { return "backoff:" + k.App + ":" + string(k.Kind) }
 
 const banNote = "ipban"
 
-func cooldownNote(app string) string { return "cooldown:" + app }
+// cooldownNote names the note that says k's value was just checked with DingTalk and came back
+// unchanged (by its fingerprint, never the value).
+func cooldownNote(k token.Key, value string) string {
+	return "cooldown:" + k.App + ":" + string(k.Kind) + ":" + token.Fingerprint(value)
+}
+
+// markChecked records that value, reported invalid, was just checked with DingTalk and came back
+// unchanged: further reports of that same value within the cool-down get 429, and a replica waiting
+// to check it finds it checked. The note is written before the record, so a waiter that sees the
+// record sees the note too.
+func (b *Broker) markChecked(ctx context.Context, e *entry, value string) {
+	e.markChecked(value, b.now().Add(cooldown))
+	if !b.storeUp.Load() {
+		return
+	}
+	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := b.store.SetNote(sctx, cooldownNote(e.key, value), "1", cooldown); err != nil {
+		b.storeFailed(err)
+	}
+}
+
+// checkedLeft is how long reports of value must still wait: what is left of the cool-down of its
+// last check, as this replica or the store knows it (0: not checked lately).
+func (b *Broker) checkedLeft(ctx context.Context, e *entry, value string) time.Duration {
+	left := e.checkedLeft(value, b.now())
+	if b.storeUp.Load() {
+		sctx, cancel := b.storeCtx(ctx)
+		_, ttl, ok, err := b.store.GetNote(sctx, cooldownNote(e.key, value))
+		cancel()
+		if err != nil {
+			b.storeFailed(err)
+		} else if ok && ttl > left {
+			left = ttl
+		}
+	}
+	return max(left, 0)
+}
 
 // failed records a failed fetch (locally and in the store) and returns the error for the callers.
 func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
-	var de *dingtalk.Error
+	if ctx.Err() != nil {
+		// The refresh was cut short on this side (shutdown, or its own deadline): DingTalk said
+		// nothing, so nothing is recorded, here or in the store. A replica waiting on the lock
+		// (released on the way out) takes the refresh over instead of obeying a false back-off.
+		return &UnavailableError{RetryAfter: time.Second}
+	}
+	var (
+		de *dingtalk.Error
+		nc *noCallError
+	)
+	if errors.As(err, &nc) {
+		// The ticket's access token could not be had: no ticket call was made, and the token's entry
+		// recorded its own failure. The ticket's callers get the token's error.
+		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
+		return nc.err
+	}
 	if !errors.As(err, &de) {
-		// Not DingTalk's answer: our context ended, or the ticket's token could not be had (that
-		// entry recorded its own failure).
+		// Not DingTalk's answer.
 		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
 		return err
 	}
@@ -388,7 +521,7 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		e.nextTry = now.Add(backoff(e.attempts, de.Class, remaining))
 	}
 	e.noted = true
-	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, NextMs: e.nextTry.UnixMilli()}
+	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, KeepMs: backoffKeep.Milliseconds(), Write: rand.Uint32()}
 	wait := e.nextTry.Sub(now)
 	e.mu.Unlock()
 
@@ -407,11 +540,12 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 		raw, _ := json.Marshal(f)
 		sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
 		defer cancel()
-		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+10*time.Minute); err != nil {
+		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+backoffKeep); err != nil {
 			b.storeFailed(err)
 		}
 		if de.Class == dingtalk.ClassBanned {
-			if err := b.store.SetNote(sctx, banNote, strconv.FormatInt(now.Add(banPause).UnixMilli(), 10), banPause); err != nil {
+			// The ban's end is the note's expiry, by the store's clock.
+			if err := b.store.SetNote(sctx, banNote, de.Code, banPause); err != nil {
 				b.storeFailed(err)
 			}
 		}
@@ -434,9 +568,6 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 	e.noted = false
 	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
 	e.state = StateOK
-	if inv != nil && e.key.Kind == token.AccessToken {
-		e.cooldownUntil = b.now().Add(cooldown)
-	}
 	e.mu.Unlock()
 	b.setState(e)
 	if hadFailure {
@@ -452,12 +583,6 @@ func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
 			b.storeFailed(err)
 		}
 	}
-	if inv != nil && e.key.Kind == token.AccessToken {
-		until := b.now().Add(cooldown)
-		if err := b.store.SetNote(sctx, cooldownNote(e.key.App), strconv.FormatInt(until.UnixMilli(), 10), cooldown); err != nil {
-			b.storeFailed(err)
-		}
-	}
 }
 
 // gate returns an error instead of letting a fetch happen while DingTalk bans this IP or the shared
@@ -469,16 +594,15 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	now := b.now()
 	sctx, cancel := b.storeCtx(ctx)
 	defer cancel()
-	if v, ok, err := b.store.GetNote(sctx, banNote); err != nil {
+	if _, left, ok, err := b.store.GetNote(sctx, banNote); err != nil {
 		b.storeFailed(err)
-	} else if ok {
-		if ms, perr := strconv.ParseInt(v, 10, 64); perr == nil && ms > now.UnixMilli() {
-			// Another replica was banned: this one shares the IP, so it waits the ban out too.
-			b.banUntil.Store(ms)
-			return "", b.waitBan(e, time.UnixMilli(ms), now)
-		}
+	} else if ok && left > 0 {
+		// Another replica was banned: this one shares the IP, so it waits the ban out too.
+		until := now.Add(left)
+		b.banUntil.Store(until.UnixMilli())
+		return "", b.waitBan(e, until, now)
 	}
-	v, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
+	v, ttl, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
 	if err != nil {
 		b.storeFailed(err)
 		return "", nil
@@ -493,7 +617,7 @@ func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
 	if json.Unmarshal([]byte(v), &f) != nil {
 		return v, nil
 	}
-	next := time.UnixMilli(f.NextMs)
+	next := now.Add(ttl - time.Duration(f.KeepMs)*time.Millisecond)
 	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
 	e.mu.Lock()
 	// Learn the shared schedule, so this replica's clients and scheduler obey it too.
@@ -566,9 +690,9 @@ func jitter(d time.Duration) time.Duration {
 // waitChange waits until e's value changes past generation gen (another replica's write arriving by
 // pub/sub) or the back-off note differs from note, the value read before the lock was tried (the
 // fetcher failed), re-reading the store every pollEvery in case the message was lost, for at most a
-// lock's TTL. While it polls it also tries the lock: got is true when the holder released it without
-// writing anything and this replica now holds it.
-func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (got bool, err error) {
+// lock's TTL. While it polls it also tries the lock: it returns a lease when the holder released it
+// without writing anything and this replica now holds it.
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (*lease, error) {
 	deadline := time.NewTimer(b.lockTTL)
 	defer deadline.Stop()
 	poll := time.NewTicker(pollEvery)
@@ -576,30 +700,30 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 	for {
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return nil, ctx.Err()
 		case <-deadline.C:
-			return false, nil // the lock has lapsed by now: try to take it
+			return nil, nil // the lock has lapsed by now: try to take it
 		case <-e.changes():
-			return false, nil
+			return nil, nil
 		case <-poll.C:
 			rec, ok, err := b.storeGet(ctx, e.key)
 			if err != nil {
-				return false, nil // the loop falls back to refreshing alone
+				return nil, nil // the loop falls back to refreshing alone
 			}
 			if ok && rec.Generation != gen {
 				b.adopt(e, rec)
-				return false, nil
+				return nil, nil
 			}
 			if !ok && gen != 0 {
-				return false, nil
+				return nil, nil
 			}
 			// The fetcher failed: it wrote (or changed) the shared back-off note and released the
 			// lock without writing a record. The loop's gate then answers the callers at once.
 			if b.noteValue(ctx, backoffNote(e.key)) != note {
-				return false, nil
+				return nil, nil
 			}
-			if b.pollLock(ctx, e.key) {
-				return true, nil
+			if l := b.pollLock(ctx, e.key); l != nil {
+				return l, nil
 			}
 		}
 	}
@@ -607,25 +731,19 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 
 // pollLock tries e's lock while waiting for its holder, counting only a success (the failed tries
 // of a wait are not contention worth a metric each).
-func (b *Broker) pollLock(ctx context.Context, k token.Key) bool {
-	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
-	defer cancel()
-	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
-	if err != nil {
-		b.storeFailed(err)
-		return false
-	}
-	if got {
+func (b *Broker) pollLock(ctx context.Context, k token.Key) *lease {
+	l, _ := b.lock(ctx, k, b.lockTTLFor(ctx, k))
+	if l != nil {
 		b.m.locks.WithLabelValues("acquired").Inc()
 	}
-	return got
+	return l
 }
 
 // noteValue returns the store note called name, "" when there is none or the store fails.
 func (b *Broker) noteValue(ctx context.Context, name string) string {
 	sctx, cancel := b.storeCtx(ctx)
 	defer cancel()
-	v, _, err := b.store.GetNote(sctx, name)
+	v, _, _, err := b.store.GetNote(sctx, name)
 	if err != nil {
 		b.storeFailed(err)
 	}
@@ -646,7 +764,7 @@ func (b *Broker) followTicket(e *entry, inv *invalidation, got token.Record) {
 	if cur == nil {
 		return
 	}
-	b.flight(te, &invalidation{value: cur.Value, gen: cur.Generation})
+	b.flight(te, &invalidation{value: cur.Value})
 }
 
 // storeCtx bounds a group of store operations. The store bounds each operation itself too; this
@@ -661,49 +779,28 @@ func (b *Broker) storeGet(ctx context.Context, k token.Key) (token.Record, bool,
 	rec, ok, err := b.store.Get(ctx, k)
 	if err != nil {
 		b.storeFailed(err)
+	} else {
+		b.storeOK()
 	}
 	return rec, ok, err
 }
 
-func (b *Broker) tryLock(ctx context.Context, k token.Key) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
-	defer cancel()
-	got, err := b.store.TryLock(ctx, k, b.owner, b.lockTTL)
+func (b *Broker) tryLock(ctx context.Context, k token.Key) (*lease, error) {
+	l, err := b.lock(ctx, k, b.lockTTLFor(ctx, k))
 	switch {
 	case err != nil:
-		b.storeFailed(err)
 		b.m.locks.WithLabelValues("error").Inc()
-	case got:
+	case l != nil:
 		b.m.locks.WithLabelValues("acquired").Inc()
 	default:
 		b.m.locks.WithLabelValues("contended").Inc()
 	}
-	return got, err
-}
-
-// unlock releases k's lock on a context of its own: a refresh cut short by shutdown still releases it.
-func (b *Broker) unlock(ctx context.Context, k token.Key) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.storeTimeout)
-	defer cancel()
-	if err := b.store.Unlock(ctx, k, b.owner); err != nil {
-		b.storeFailed(err)
-	}
-}
-
-// storeFailed notes that the store did not answer; the monitor brings it back.
-func (b *Broker) storeFailed(err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	if b.storeUp.CompareAndSwap(true, false) {
-		b.m.storeUp.Set(0)
-		b.log.Warn("store unavailable: serving from memory and refreshing alone", "err", err)
-	}
+	return l, err
 }
 
 // adopt serves rec if it is newer than e's value, and updates what depends on the served value.
 func (b *Broker) adopt(e *entry, rec token.Record) {
-	if e.adopt(rec) {
+	if e.adopt(rec, b.now()) {
 		b.adopted(e)
 	}
 }

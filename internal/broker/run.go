@@ -118,7 +118,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		if !ok {
 			return
 		}
-		if e.adopt(rec) {
+		if e.adopt(rec, b.now()) {
 			b.adopted(e)
 			b.reschedule(e)
 		}
@@ -144,7 +144,7 @@ func (b *Broker) resync(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if ok && e.adopt(rec) {
+		if ok && e.adopt(rec, b.now()) {
 			b.adopted(e)
 			b.reschedule(e)
 		}
@@ -173,6 +173,7 @@ func (b *Broker) monitor(ctx context.Context) {
 			b.storeFailed(err)
 			continue
 		}
+		b.storeOK()
 		if !up {
 			b.storeUp.Store(true)
 			b.m.storeUp.Set(1)
@@ -209,7 +210,11 @@ func (b *Broker) writeBack(ctx context.Context) {
 		}
 		b.adopt(e, rec)
 		e.mu.Lock()
-		e.dirty = false
+		if e.cur.Load() == cur || !e.cur.Load().ExpiresAt.After(cur.ExpiresAt) {
+			// Written (or superseded by a newer stored record). A value fetched alone during the
+			// write stays dirty for the next write-back.
+			e.dirty = false
+		}
 		e.mu.Unlock()
 	}
 }

@@ -48,6 +48,9 @@ func (b *Broker) Reload(ctx context.Context, apps []App) {
 			for _, st := range []State{StateOK, StateRefreshing, StateFailing} {
 				b.m.state.DeleteLabelValues(k.App, string(k.Kind), string(st))
 			}
+			if _, stays := now[token.Key{App: k.App, Kind: token.AccessToken}]; !stays {
+				b.m.forget(k.App) // the app is gone: its counters too
+			}
 		}
 	}
 	for k, e := range now {

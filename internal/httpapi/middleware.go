@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/go-chi/chi/v5"
 )
 
 // clientHandler is a client API handler: it gets the authenticated client as an argument.
@@ -82,15 +80,6 @@ func (a *API) instrument(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 		a.m.observe(routeOf(r), sw.status, time.Since(start))
 	})
-}
-
-func routeOf(r *http.Request) string {
-	if rc := chi.RouteContext(r.Context()); rc != nil {
-		if p := rc.RoutePattern(); p != "" {
-			return p
-		}
-	}
-	return "unmatched"
 }
 
 type statusWriter struct {

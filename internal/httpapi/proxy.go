@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/tokend/tokend/internal/proxy"
 	"github.com/tokend/tokend/internal/proxyrule"
 )
@@ -48,20 +46,46 @@ const statusClientClosed = 499
 // maxAuditPath bounds the path written to the audit log.
 const maxAuditPath = 512
 
-// proxyRoute serves /v1/apps/{app}/proxy/{family}/*.
+// proxyPattern is the proxy routes' pattern, their metrics label.
+const proxyPattern = "/v1/apps/{app}/proxy/{family}/{path...}"
+
+// withProxy serves the proxy routes, /v1/apps/{app}/proxy/{family}/{path...} for every method, and
+// hands every other request to next. It reads the path as the caller escaped it: the DingTalk path is
+// judged by proxyrule.Clean (dot segments and encoded slashes are a 400, not a 404 or a redirect), and
+// an app name, which never needs an escape, is taken as written ("cr%6d" is not crm).
+func (a *API) withProxy(next http.Handler) http.Handler {
+	proxied := a.authenticated(a.proxyRoute)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.EscapedPath()
+		if !strings.HasPrefix(p, "/v1/apps/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		parts := strings.SplitN(p, "/", 7) // "", v1, apps, {app}, proxy, {family}, {path...}
+		if len(parts) < 6 || parts[3] == "" || parts[4] != "proxy" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Pattern = proxyPattern
+		r.SetPathValue("app", parts[3])
+		r.SetPathValue("family", parts[5])
+		rest := ""
+		if len(parts) == 7 {
+			rest = parts[6]
+		}
+		r.SetPathValue("path", rest)
+		proxied(w, r)
+	})
+}
+
+// proxyRoute serves the proxy routes for an authenticated client.
 func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 	fam, ok := proxyrule.ParseFamily(r.PathValue("family"))
 	if !ok {
 		writeProblem(w, errNoFamily)
 		return
 	}
-	// The DingTalk path as the caller escaped it: the router's wildcard may hold it decoded.
-	parts := strings.SplitN(r.URL.EscapedPath(), "/", 7) // "", v1, apps, {app}, proxy, {family}, rest
-	rest := ""
-	if len(parts) == 7 {
-		rest = parts[6]
-	}
-	a.serveProxy(w, r, c, r.PathValue("app"), fam, "/"+rest)
+	a.serveProxy(w, r, c, r.PathValue("app"), fam, "/"+r.PathValue("path"))
 }
 
 // GatewayHandler returns the gateway listener: DingTalk's own paths (/v1.0/… to the api family,
@@ -69,16 +93,14 @@ func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 // by its bearer key or the Basic-auth password. It serves through the same code as the proxy
 // routes: rules, limits, budget, retry, metrics and audit are theirs.
 func (a *API) GatewayHandler() http.Handler {
-	r := chi.NewRouter()
-	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
-	// chi answers methods it does not know (any token is a valid HTTP method) this way.
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
-	r.Handle("/*", http.HandlerFunc(a.gateway))
-	return r
+	return a.instrument(recoverPanics(a.log)(noStore(http.HandlerFunc(a.gateway))))
 }
 
+// gatewayPattern is the gateway's metrics label: every path is DingTalk's.
+const gatewayPattern = "/{path...}"
+
 func (a *API) gateway(w http.ResponseWriter, r *http.Request) {
+	r.Pattern = gatewayPattern
 	key := bearer(r.Header.Get("Authorization"))
 	app := r.Header.Get("X-Tokend-App")
 	if user, pass, ok := r.BasicAuth(); ok && key == "" {

@@ -9,19 +9,17 @@ import (
 )
 
 // Handler returns the client API. Every route requires a bearer key; every response is no-store.
+// Unknown paths get 404, other methods on a known path 405 (see router.go).
 func (a *API) Handler() http.Handler {
-	r := chi.NewRouter()
-	r.Use(a.instrument, recoverPanics(a.log), noStore)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) })
-	r.Get("/v1/apps", a.authenticated(a.listApps))
-	r.Get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
-	r.Get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
-	r.Post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
-	r.Post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
-	// Every method: the proxy forwards what the client's rules allow (proxy.go).
-	r.Handle("/v1/apps/{app}/proxy/{family}/*", a.authenticated(a.proxyRoute))
-	return r
+	r := newRouter()
+	r.get("/v1/apps", a.authenticated(a.listApps))
+	r.get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
+	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
+	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
+	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	// The proxy routes (every method, any DingTalk path) are matched before the router, which would
+	// turn a path with dot segments into a 404: for them it is a 400 (proxy.go).
+	return a.instrument(recoverPanics(a.log)(noStore(a.withProxy(r))))
 }
 
 // OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,

@@ -121,9 +121,17 @@ func (m *Memory) record(k token.Key) (token.Record, bool) {
 }
 
 // Put stores t under k as generation gen+1 if the stored generation is gen (0: nothing stored) and
-// t.ExpiresAt is not before the stored expiry. It returns the record stored afterwards and whether t
+// t does not move the stored value's expiry backwards. It returns the record stored afterwards and whether t
 // was written; a written record is announced to every subscriber. Times are kept to the millisecond.
 // The record is kept until RecordRetention after t.ExpiresAt. It fails only when ctx is already done.
+//
+// The expiry rule: a write of the stored value with an earlier expiry is refused (a late writer
+// cannot shorten a renewal), unless it carries an earlier first-seen of the value (the earliest
+// first-seen wins, and a jsapi ticket's 24 h cap moves its expiry back with it). A different value
+// at the expected generation replaces the stored one whatever the expiries say: the writer read that
+// generation before fetching, so its value is the newer one, and the expiries, computed on different
+// replicas' clocks, cannot decide it (a replica whose clock runs ahead would otherwise make a fresh
+// token, fetched after a revocation, lose to the revoked one).
 func (m *Memory) Put(ctx context.Context, k token.Key, gen int64, t token.Token) (token.Record, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return token.Record{}, false, err
@@ -135,7 +143,7 @@ func (m *Memory) Put(ctx context.Context, k token.Key, gen int64, t token.Token)
 	if !ok {
 		cur = token.Record{}
 	}
-	if cur.Generation != gen || (ok && t.ExpiresAt.Before(cur.ExpiresAt)) {
+	if cur.Generation != gen || (ok && t.Value == cur.Value && t.ExpiresAt.Before(cur.ExpiresAt) && !t.FirstSeen.Before(cur.FirstSeen)) {
 		return cur, false, nil
 	}
 	rec := token.Record{Token: t, Generation: gen + 1}
@@ -187,22 +195,24 @@ func (m *Memory) Unlock(ctx context.Context, k token.Key, owner string) error {
 	return nil
 }
 
-// GetNote returns the note called name; ok is false when there is none or it expired.
-func (m *Memory) GetNote(ctx context.Context, name string) (string, bool, error) {
+// GetNote returns the note called name and how long it has left to live, by m's clock; ok is false
+// when there is none or it expired.
+func (m *Memory) GetNote(ctx context.Context, name string) (string, time.Duration, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return "", false, err
+		return "", 0, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n, ok := m.notes[name]
 	if !ok {
-		return "", false, nil
+		return "", 0, false, nil
 	}
-	if !m.now().Before(n.expiresAt) {
+	now := m.now()
+	if !now.Before(n.expiresAt) {
 		delete(m.notes, name)
-		return "", false, nil
+		return "", 0, false, nil
 	}
-	return n.value, true, nil
+	return n.value, n.expiresAt.Sub(now), true, nil
 }
 
 // SetNote stores value as the note called name for ttl (rounded up to a whole millisecond); a ttl

@@ -46,7 +46,10 @@ const (
 	fieldFetchedAt  = "fetched_ms"
 )
 
-// putScript is Store.Put in one atomic step.
+// putScript is Store.Put in one atomic step. The expiry of a value never moves backwards, unless the
+// write carries an earlier first-seen of it (a jsapi ticket's 24 h cap then moves it back, rightly);
+// a different value at the expected generation replaces the stored one whatever the two expiries say
+// (see Memory.Put for why).
 //
 // KEYS[1] the record. ARGV: 1 expected generation, 2 value, 3 expiry ms, 4 first-seen ms, 5 fetched-at
 // ms, 6 when the key may be dropped (ms since the epoch), 7 channel, 8 and 9 the announcement without
@@ -55,7 +58,8 @@ const (
 var putScript = redis.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'generation', 'value', 'expires_ms', 'first_seen_ms', 'fetched_ms')
 local g = tonumber(cur[1]) or 0
-if g ~= tonumber(ARGV[1]) or (g > 0 and tonumber(ARGV[3]) < (tonumber(cur[3]) or 0)) then
+if g ~= tonumber(ARGV[1]) or (g > 0 and ARGV[2] == cur[2] and tonumber(ARGV[3]) < (tonumber(cur[3]) or 0)
+    and tonumber(ARGV[4]) >= (tonumber(cur[4]) or 0)) then
   return {0, g, cur[2] or '', cur[3] or '0', cur[4] or '0', cur[5] or '0'}
 end
 local ng = g + 1
@@ -87,6 +91,15 @@ if n <= tonumber(ARGV[1]) then
 end
 redis.call('DECR', key)
 return math.max(1, (idx + 1) * w - now)
+`)
+
+// getNoteScript returns {value, milliseconds to live} of KEYS[1], or nil when there is none.
+var getNoteScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
+end
+return {v, redis.call('PTTL', KEYS[1])}
 `)
 
 // unlockScript deletes KEYS[1] only if it still holds ARGV[1], the owner.
@@ -344,7 +357,7 @@ func parseRecord(vals []any) (token.Record, error) {
 }
 
 // Put stores t under k as generation gen+1 if the stored generation is gen (0: nothing stored) and
-// t.ExpiresAt is not before the stored expiry, and announces the whole record on the channel, all in
+// t does not move the expiry of the stored value backwards (see Memory.Put), and announces the whole record on the channel, all in
 // one script. It returns the record stored afterwards and whether t was written. Times are kept to the
 // millisecond; the key expires RecordRetention after t.ExpiresAt (by the Redis server's clock).
 //
@@ -418,23 +431,34 @@ func (s *Redis) Unlock(ctx context.Context, k token.Key, owner string) error {
 	return nil
 }
 
-// GetNote returns the note called name; ok is false when there is none or it expired.
-func (s *Redis) GetNote(ctx context.Context, name string) (string, bool, error) {
+// GetNote returns the note called name and how long it has left to live, by the Redis server's
+// clock; ok is false when there is none or it expired.
+func (s *Redis) GetNote(ctx context.Context, name string) (string, time.Duration, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return "", false, err
+		return "", 0, false, err
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	v, err := s.c.Get(ctx, s.noteKey(name)).Result()
+	res, err := getNoteScript.Run(ctx, s.c, []string{s.noteKey(name)}).Slice()
 	switch {
-	case err == nil:
-		return v, true, nil
 	case errors.Is(err, redis.Nil):
-		return "", false, nil
-	default:
+		return "", 0, false, nil
+	case err != nil:
 		s.failed(err)
-		return "", false, fmt.Errorf("redis get note: %w", err)
+		return "", 0, false, fmt.Errorf("redis get note: %w", err)
 	}
+	if len(res) != 2 {
+		return "", 0, false, fmt.Errorf("redis get note: reply: %w", errMalformed)
+	}
+	v, ok1 := res[0].(string)
+	ms, ok2 := res[1].(int64)
+	if !ok1 || !ok2 {
+		return "", 0, false, fmt.Errorf("redis get note: reply: %w", errMalformed)
+	}
+	if ms < 0 { // -2: gone between the two commands cannot happen in a script; -1: no TTL (not ours)
+		ms = 0
+	}
+	return v, time.Duration(ms) * time.Millisecond, true, nil
 }
 
 // SetNote stores value as the note called name for ttl (rounded up to a whole millisecond); a ttl

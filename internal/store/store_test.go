@@ -246,7 +246,7 @@ func TestRedisFrozen(t *testing.T) {
 		"Put":     func(s *store.Redis) error { _, _, err := s.Put(t.Context(), k, 0, tokenFor("v")); return err },
 		"TryLock": func(s *store.Redis) error { _, err := s.TryLock(t.Context(), k, "a", time.Minute); return err },
 		"Unlock":  func(s *store.Redis) error { return s.Unlock(t.Context(), k, "a") },
-		"GetNote": func(s *store.Redis) error { _, _, err := s.GetNote(t.Context(), "n"); return err },
+		"GetNote": func(s *store.Redis) error { _, _, _, err := s.GetNote(t.Context(), "n"); return err },
 		"SetNote": func(s *store.Redis) error { return s.SetNote(t.Context(), "n", "v", time.Minute) },
 		"Spend":   func(s *store.Redis) error { _, err := s.Spend(t.Context(), "b", 1, time.Minute); return err },
 		"Ping":    func(s *store.Redis) error { return s.Ping(t.Context()) },

@@ -21,7 +21,7 @@ type Store interface {
 	Put(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error)
 	TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error)
 	Unlock(ctx context.Context, k token.Key, owner string) error
-	GetNote(ctx context.Context, name string) (value string, ok bool, err error)
+	GetNote(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 	Spend(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
 	Subscribe(ctx context.Context, ready func(), fn func(token.Key, token.Record)) error
@@ -199,20 +199,31 @@ func testExpiryNeverBackwards(t *testing.T, h Harness) {
 	first := tok(h, "long", 2*time.Hour)
 	r1 := mustPut(t, h.A, crm, 0, first)
 
+	// The same value with an earlier expiry: refused (a late writer cannot shorten a renewal)...
 	earlier := first
-	earlier.Value = "shorter"
 	earlier.ExpiresAt = first.ExpiresAt.Add(-time.Millisecond)
 	cur, written, err := h.B.Put(t.Context(), crm, 1, earlier)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if written || !sameRecord(cur, r1) {
-		t.Fatalf("Put with an earlier expiry = %s, %v; want refused with %s", show(cur), written, show(r1))
+		t.Fatalf("Put of the same value with an earlier expiry = %s, %v; want refused with %s", show(cur), written, show(r1))
 	}
-
 	equal := first
-	equal.Value = "same-expiry"
-	mustPut(t, h.B, crm, 1, equal)
+	equal.FetchedAt = first.FetchedAt.Add(time.Millisecond)
+	r2 := mustPut(t, h.B, crm, 1, equal)
+
+	// ...unless it carries an earlier first-seen of the value (a ticket's 24 h cap comes with it).
+	earliest := equal
+	earliest.ExpiresAt = equal.ExpiresAt.Add(-time.Minute)
+	earliest.FirstSeen = equal.FirstSeen.Add(-time.Hour)
+	r3 := mustPut(t, h.A, crm, r2.Generation, earliest)
+
+	// A different value at the expected generation replaces it, whatever the expiries: the writer
+	// read that generation before fetching, and expiries from skewed clocks cannot say which is newer.
+	fresh := tok(h, "fetched-after-revocation", time.Hour)
+	fresh.ExpiresAt = r3.ExpiresAt.Add(-30 * time.Minute)
+	mustPut(t, h.B, crm, r3.Generation, fresh)
 }
 
 func testConcurrentPut(t *testing.T, h Harness) {
@@ -458,9 +469,12 @@ func testNotes(t *testing.T, h Harness) {
 	ctx := t.Context()
 	get := func(s Store, name string) (string, bool) {
 		t.Helper()
-		v, ok, err := s.GetNote(ctx, name)
+		v, ttl, ok, err := s.GetNote(ctx, name)
 		if err != nil {
 			t.Fatalf("GetNote(%q): %v", name, err)
+		}
+		if ok && (ttl <= 0 || ttl > time.Minute) {
+			t.Fatalf("GetNote(%q) ttl %v, want in (0, 1m]", name, ttl)
 		}
 		return v, ok
 	}
@@ -503,11 +517,18 @@ func testNoteExpires(t *testing.T, h Harness) {
 	if err := h.A.SetNote(t.Context(), "ban", "until-later", ttl); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := h.B.GetNote(t.Context(), "ban"); err != nil || !ok {
-		t.Fatalf("GetNote right after SetNote = %v, %v", ok, err)
+	if _, left, ok, err := h.B.GetNote(t.Context(), "ban"); err != nil || !ok || left <= 0 || left > ttl {
+		t.Fatalf("GetNote right after SetNote = %v, %v, ttl %v; want present with ttl in (0, %v]", ok, err, left, ttl)
 	}
-	h.elapse(t, ttl+time.Millisecond, "note expired after its ttl", func() bool {
-		_, ok, err := h.B.GetNote(t.Context(), "ban")
+	h.elapse(t, ttl/2, "the note's ttl counts down", func() bool {
+		_, left, ok, err := h.B.GetNote(t.Context(), "ban")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok && left <= ttl/2+50*time.Millisecond
+	})
+	h.elapse(t, ttl/2+time.Millisecond, "note expired after its ttl", func() bool {
+		_, _, ok, err := h.B.GetNote(t.Context(), "ban")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -823,7 +844,7 @@ func testCanceledContext(t *testing.T, h Harness) {
 		"Put":     func() error { _, _, err := h.A.Put(ctx, crm, 0, tk); return err },
 		"TryLock": func() error { _, err := h.A.TryLock(ctx, crm, "a", time.Minute); return err },
 		"Unlock":  func() error { return h.A.Unlock(ctx, crm, "a") },
-		"GetNote": func() error { _, _, err := h.A.GetNote(ctx, "n"); return err },
+		"GetNote": func() error { _, _, _, err := h.A.GetNote(ctx, "n"); return err },
 		"SetNote": func() error { return h.A.SetNote(ctx, "n", "v", time.Minute) },
 		"Spend":   func() error { _, err := h.A.Spend(ctx, "b", 1, time.Minute); return err },
 		"Ping":    func() error { return h.A.Ping(ctx) },
