@@ -29,6 +29,8 @@ FUZZ_TARGETS="
 ./internal/proxyrule FuzzClean
 ./internal/proxyrule FuzzParse
 ./internal/httpapi FuzzProxyHandler
+./internal/callback FuzzOpen
+./internal/suite FuzzReceive
 "
 
 step() { printf '\n== %s\n' "$*"; }

@@ -129,6 +129,7 @@ type Server struct {
 	ips     map[string]*ipState
 	apiAt   []time.Time   // arrival of API endpoint calls, the last maxAPITimes
 	changed chan struct{} // closed and replaced at every state change
+	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
 }
 
 // New returns a Server with no apps and no faults.

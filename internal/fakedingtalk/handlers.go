@@ -30,6 +30,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /get_jsapi_ticket", s.legacyGetJSAPITicket)
 	// API endpoints that take a token, as a proxied call would use them (api.go).
 	s.apiRoutes(mux)
+	// Third-party suites, Stream gateway and their control API (isv_routes.go).
+	s.isvRoutes(mux)
 	// Control API.
 	s.controlRoutes(mux)
 	// Anything else: the legacy host's answer for an unknown URI (HTTP 200, errcode 404).
@@ -74,6 +76,9 @@ func (s *Server) legacyGetToken(w http.ResponseWriter, r *http.Request) {
 // legacyGetJSAPITicket serves GET /get_jsapi_ticket?access_token=.
 func (s *Server) legacyGetJSAPITicket(w http.ResponseWriter, r *http.Request) {
 	value := r.URL.Query().Get("access_token")
+	if s.isvJSAPITicket(w, r, value) {
+		return
+	}
 	s.ticket(w, r, true, value)
 }
 

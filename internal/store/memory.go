@@ -42,6 +42,7 @@ type Memory struct {
 	notes   map[string]memEntry
 	budgets map[budgetKey]budget
 	subs    map[*memSub]struct{}
+	isv     isvMemory // suite tickets and leases (isv.go)
 }
 
 // budgetKey names one budget; the window is part of it, as it is of the window number in Redis.
