@@ -46,11 +46,11 @@ func (e *env) apiCall(t *testing.T, endpoint, value string, body []byte) (int, m
 func TestAPIEndpointsValidateTokens(t *testing.T) {
 	e := setup(t, Options{TokenTTL: time.Hour})
 	e.fake.AddApp("k", "s")
-	good := e.token(t, dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}).Value
-	revoked := e.token(t, dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}).Value
-	// Same value (renewed while valid); revoke it and fetch a new one.
+	app := dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}
+	revoked := e.token(t, app).Value
+	// A revoked value stops working, and the next fetch returns a new one.
 	e.fake.Revoke(revoked)
-	good = e.token(t, dingtalk.App{Type: dingtalk.Internal, API: dingtalk.V1, Key: "k", Secret: "s"}).Value
+	good := e.token(t, app).Value
 	if good == revoked {
 		t.Fatal("revocation did not rotate the token")
 	}
