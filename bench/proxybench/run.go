@@ -166,7 +166,7 @@ clients:
 	fmt.Printf("| server | CPU µs/request (median) | min–max | req/s (median) | p99 (median) | non-2xx |\n|---|---|---|---|---|---|\n")
 	for _, t := range targets {
 		lo, hi := minMax(t.cpu)
-		fmt.Printf("| %s | %.1f | %.1f–%.1f | %.0f | %v | %d |\n", t.name, median(t.cpu), lo, hi, median(t.rps), medianDur(t.p99), t.errors)
+		fmt.Printf("| %s | %.1f | %.1f–%.1f | %.0f | %v | %d |\n", t.name, median(t.cpu), lo, hi, median(t.rps), medianDur(t.p99).Round(10*time.Microsecond), t.errors)
 	}
 	ratio := median(targets[0].cpu) / median(targets[1].cpu)
 	verdict := "met"
