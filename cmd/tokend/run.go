@@ -145,6 +145,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		UpstreamTimeout: cfg.Upstream.Timeout,
 		FailureRetry:    cfg.Upstream.FailureRetry,
 		MaxRPS:          cfg.Upstream.MaxRPS,
+		EgressRPS:       cfg.Proxy.MaxRPS,
 		Logger:          log,
 		Registerer:      reg,
 		OnRefresh:       audit.refresh,
@@ -154,6 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	}
 	px, err := proxy.New(proxy.Options{
 		Tokens:     b,
+		Gate:       b, // the shared egress budget (proxy.max_rps) and IP-ban pause
 		APIBase:    cfg.DingTalk.APIBase,
 		OAPIBase:   cfg.DingTalk.OAPIBase,
 		MaxBody:    cfg.Proxy.MaxBody,

@@ -12,7 +12,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
@@ -49,6 +49,10 @@ type Options struct {
 	// MaxRPS is the budget of calls to DingTalk per second, shared by all replicas through the store
 	// (each replica also keeps to it alone, which matters while the store is down). Default 50.
 	MaxRPS float64
+	// EgressRPS is the budget of every other call to DingTalk per second (proxy.max_rps): proxied
+	// calls, user tokens, Stream tickets, robot sends, shared by all replicas through the store (see
+	// Egress). Default 300.
+	EgressRPS int
 	// Workers is how many refreshes may run at once in this replica. Default 8.
 	Workers int
 	// StoreTimeout bounds one store operation. Default 1s.
@@ -80,77 +84,31 @@ type RefreshEvent struct {
 	Invalidation bool
 }
 
-// Errors returned by Token, Invalidate and Ticket. Match them with errors.Is / errors.As.
-var (
-	// ErrUnknownApp: no app of that name is configured.
-	ErrUnknownApp = errors.New("unknown app")
-	// ErrTicketDisabled: the app exists but does not keep a jsapi ticket.
-	ErrTicketDisabled = errors.New("jsapi ticket not enabled")
-)
-
-// RejectedError means DingTalk refuses the app's credentials or this egress IP, and there is no valid
-// token to serve. Retrying soon will not help.
-type RejectedError struct {
-	Upstream *dingtalk.Error
-}
-
-func (e *RejectedError) Error() string { return "upstream rejected: " + e.Upstream.Error() }
-func (e *RejectedError) Unwrap() error { return e.Upstream }
-
-// UnavailableError means there is no valid token and DingTalk is failing (or the store said to wait).
-// RetryAfter is when trying again may succeed.
-type UnavailableError struct {
-	RetryAfter time.Duration
-	// Upstream is the last DingTalk failure, if any.
-	Upstream *dingtalk.Error
-}
-
-func (e *UnavailableError) Error() string {
-	if e.Upstream != nil {
-		return fmt.Sprintf("upstream unavailable (retry after %s): %v", e.RetryAfter, e.Upstream)
-	}
-	return fmt.Sprintf("upstream unavailable (retry after %s)", e.RetryAfter)
-}
-func (e *UnavailableError) Unwrap() error {
-	if e.Upstream == nil {
-		return nil
-	}
-	return e.Upstream
-}
-
-// CooldownError means the same token was reported invalid again too soon after it was checked.
-type CooldownError struct {
-	RetryAfter time.Duration
-}
-
-func (e *CooldownError) Error() string {
-	return fmt.Sprintf("invalidation cool-down (retry after %s)", e.RetryAfter)
-}
-
 // Broker keeps the credentials of a set of apps valid. Its methods are safe for concurrent use. Run
 // must be running for refreshes to happen in the background; Token and Invalidate work without it.
 type Broker struct {
-	store     Store
+	sh        *shared // the store and what the replicas share through it
 	upstream  Upstream
 	now       func() time.Time
 	log       *slog.Logger
 	m         *metrics
 	onRefresh func(RefreshEvent)
 
-	margin       time.Duration
-	upTimeout    time.Duration
-	lockTTL      time.Duration
-	failRetry    time.Duration
-	storeTimeout time.Duration
+	margin    time.Duration
+	upTimeout time.Duration
+	lockTTL   time.Duration
+	failRetry time.Duration
 
 	entries atomic.Pointer[map[token.Key]*entry]
 	apps    atomic.Pointer[[]App]
 
-	flights singleflight.Group
-	sched   *scheduler
-	budget  *budget
-	workers int
-	maxRPS  float64
+	flights   singleflight.Group
+	sched     *scheduler
+	budget    *rate.Limiter // this replica's own pacing of token and ticket calls
+	egress    *rate.Limiter // the egress budget while the store is down
+	egressRPS int
+	workers   int
+	maxRPS    float64
 
 	// life bounds every refresh; it ends when Run returns. Once stopped is set (under lifeMu), no new
 	// refresh starts, so Run can wait for inflight to drain.
@@ -160,11 +118,9 @@ type Broker struct {
 	stopped  bool
 	inflight sync.WaitGroup
 
-	storeUp   atomic.Bool
-	storeSlow atomic.Int32 // store operations timed out in a row
-	warm      atomic.Bool
-	draining  atomic.Bool
-	banUntil  atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
+	warm     atomic.Bool
+	draining atomic.Bool
+	banUntil atomic.Int64 // unix ms until which DingTalk bans this egress IP, as last seen
 }
 
 // New builds a Broker for opts.Apps. It does not contact the store or DingTalk.
@@ -183,6 +139,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	if opts.MaxRPS <= 0 {
 		opts.MaxRPS = 50
+	}
+	if opts.EgressRPS <= 0 {
+		opts.EgressRPS = 300
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 8
@@ -205,26 +164,25 @@ func New(opts Options) (*Broker, error) {
 	}
 	life, stop := context.WithCancel(context.Background())
 	b := &Broker{
-		store:        opts.Store,
-		upstream:     opts.Upstream,
-		now:          opts.Now,
-		log:          opts.Logger,
-		m:            m,
-		onRefresh:    opts.OnRefresh,
-		margin:       opts.Margin,
-		upTimeout:    opts.UpstreamTimeout,
-		lockTTL:      opts.UpstreamTimeout + 5*time.Second,
-		failRetry:    opts.FailureRetry,
-		storeTimeout: opts.StoreTimeout,
-		workers:      opts.Workers,
-		maxRPS:       opts.MaxRPS,
-		life:         life,
-		stop:         stop,
+		upstream:  opts.Upstream,
+		now:       opts.Now,
+		log:       opts.Logger,
+		m:         m,
+		onRefresh: opts.OnRefresh,
+		margin:    opts.Margin,
+		upTimeout: opts.UpstreamTimeout,
+		lockTTL:   opts.UpstreamTimeout + 5*time.Second,
+		failRetry: opts.FailureRetry,
+		workers:   opts.Workers,
+		maxRPS:    opts.MaxRPS,
+		egressRPS: opts.EgressRPS,
+		life:      life,
+		stop:      stop,
 	}
-	b.budget = newBudget(opts.MaxRPS)
+	b.budget = newBucket(opts.MaxRPS)
+	b.egress = newBucket(float64(opts.EgressRPS))
 	b.sched = newScheduler(opts.Now)
-	b.storeUp.Store(true)
-	m.storeUp.Set(1)
+	b.sh = newShared(opts.Store, opts.StoreTimeout, opts.Logger, m)
 	b.setApps(opts.Apps, nil)
 	return b, nil
 }
@@ -285,10 +243,10 @@ func (b *Broker) Token(ctx context.Context, k token.Key) (token.Token, error) {
 	return b.await(ctx, e, nil)
 }
 
-// Refresh does what the scheduler does when k comes due: it refreshes k if its value is missing,
+// refreshDue does what the scheduler does when k comes due: it refreshes k if its value is missing,
 // expired or inside the refresh window (sharing the flight with any concurrent need), and returns the
-// value served afterwards. Errors are those of Token.
-func (b *Broker) Refresh(ctx context.Context, k token.Key) (token.Token, error) {
+// value served afterwards. Errors are those of Token. Tests call it (export_test.go).
+func (b *Broker) refreshDue(ctx context.Context, k token.Key) (token.Token, error) {
 	e, err := b.entry(k)
 	if err != nil {
 		return token.Token{}, err
@@ -367,4 +325,4 @@ func (b *Broker) Ready() bool { return b.warm.Load() && !b.draining.Load() }
 func (b *Broker) Drain() { b.draining.Store(true) }
 
 // StoreUp reports whether the store answered the last time it was asked.
-func (b *Broker) StoreUp() bool { return b.storeUp.Load() }
+func (b *Broker) StoreUp() bool { return b.sh.isUp() }

@@ -273,7 +273,7 @@ func TestRejectedCredentialsFailFastWithoutMoreUpstreamCalls(t *testing.T) {
 	for range 5 {
 		_, err := b.Token(t.Context(), crm)
 		var rej *broker.RejectedError
-		if !errors.As(err, &rej) || rej.Upstream.Code != "40096" {
+		if !errors.As(err, &rej) || rej.Code != "40096" {
 			t.Fatalf("err = %v, want RejectedError with code 40096", err)
 		}
 	}

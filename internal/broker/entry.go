@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -29,14 +28,14 @@ type entry struct {
 	mu           sync.Mutex
 	app          App
 	state        State
-	lastErr      *dingtalk.Error // last upstream failure, nil after a success
-	nextTry      time.Time       // no upstream call before this (back-off or slow retry)
-	attempts     int             // consecutive retryable failures
-	dirty        bool            // cur was fetched while the store was down and must be written back
-	checked      string          // fingerprint of the value last checked after a report, unchanged
-	checkedUntil time.Time       // reports of that value before this get 429
-	noted        bool            // a back-off note for this key may exist in the store
-	changed      chan struct{}   // closed and replaced whenever cur changes
+	lastErr      *fault        // last upstream failure, nil after a success
+	nextTry      time.Time     // no upstream call before this (back-off or slow retry)
+	attempts     int           // consecutive retryable failures
+	dirty        bool          // cur was fetched while the store was down and must be written back
+	checked      string        // fingerprint of the value last checked after a report, unchanged
+	checkedUntil time.Time     // reports of that value before this get 429
+	noted        bool          // a back-off note for this key may exist in the store
+	changed      chan struct{} // closed and replaced whenever cur changes
 
 	// Owned by the scheduler, guarded by its mutex.
 	heapIndex int       // position in the scheduler's heap, -1 when not queued
@@ -156,10 +155,7 @@ func (e *entry) blocked(now time.Time) error {
 	if e.lastErr == nil || !now.Before(e.nextTry) {
 		return nil
 	}
-	if !e.lastErr.Retryable() {
-		return &RejectedError{Upstream: e.lastErr}
-	}
-	return &UnavailableError{RetryAfter: e.nextTry.Sub(now), Upstream: e.lastErr}
+	return e.lastErr.err(e.nextTry.Sub(now))
 }
 
 // Status is one credential's state as /readyz shows it.
@@ -182,4 +178,133 @@ func (e *entry) status() Status {
 		s.UpstreamCode = e.lastErr.Code
 	}
 	return s
+}
+
+// fetching marks the entry refreshing as its fetch begins, unless it is failing (a failing entry
+// stays failing until a success).
+func (e *entry) fetching() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lastErr == nil {
+		e.state = StateRefreshing
+	}
+}
+
+// fail records a failed fetch at now: when to try again (policy: retryAfter) and the note to share
+// with the other replicas. remaining is taken from the served value.
+func (e *entry) fail(f *fault, now time.Time, failRetry time.Duration) (wait time.Duration, n backoffNote) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var remaining time.Duration
+	if cur := e.cur.Load(); cur != nil {
+		remaining = cur.ExpiresAt.Sub(now)
+	}
+	wait, e.attempts = retryAfter(f, e.attempts, remaining, failRetry)
+	e.lastErr, e.state, e.nextTry, e.noted = f, StateFailing, now.Add(wait), true
+	return wait, backoffNote{Class: f.Class, Family: f.Family, Status: f.Status, Code: f.Code, Attempts: e.attempts}
+}
+
+// succeed clears the failure state after a fetch succeeded, and reports whether there was a failure
+// to clear and whether a back-off note may exist in the store.
+func (e *entry) succeed() (hadFailure, noted bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	hadFailure, noted = e.lastErr != nil || e.attempts > 0, e.noted
+	e.lastErr, e.attempts, e.nextTry, e.noted, e.state = nil, 0, time.Time{}, false, StateOK
+	return hadFailure, noted
+}
+
+// recovered clears the failure state because a valid value arrived from elsewhere, and reports
+// whether the state changed.
+func (e *entry) recovered() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	changed := e.state != StateOK || e.lastErr != nil
+	e.lastErr, e.attempts, e.nextTry, e.state = nil, 0, time.Time{}, StateOK
+	return changed
+}
+
+// reset forgets a failure (a reload may have fixed its cause) and reports whether there was one.
+func (e *entry) reset() (wasFailing bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	wasFailing = e.lastErr != nil
+	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
+	return wasFailing
+}
+
+// learn takes in the shared back-off another replica noted, so that this replica's clients and
+// scheduler obey it too, and returns the error callers get while it holds (nil when it is over).
+func (e *entry) learn(n backoffNote, now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noted = true
+	e.attempts = max(e.attempts, n.Attempts)
+	if n.Wait <= 0 {
+		return nil
+	}
+	f := &fault{Family: n.Family, Status: n.Status, Code: n.Code, Class: n.Class, Message: "reported by another replica"}
+	e.lastErr, e.nextTry, e.state = f, now.Add(n.Wait), StateFailing
+	return f.err(n.Wait)
+}
+
+// holdForBan puts the entry on hold until the IP ban ends (plus jitter, so the entries do not all
+// resume at once).
+func (e *entry) holdForBan(until time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lastErr, e.state = banFault(), StateFailing
+	if e.nextTry.Before(until) {
+		e.nextTry = until.Add(jitter(banJitter))
+	}
+}
+
+// retryAt reports whether the entry is failing and when it may be tried again.
+func (e *entry) retryAt() (failing bool, next time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr != nil, e.nextTry
+}
+
+// currentState returns the state /readyz shows.
+func (e *entry) currentState() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state
+}
+
+// keepLocal serves t, fetched while the store could not take it, and marks it for writing back.
+func (e *entry) keepLocal(t token.Token, now time.Time) token.Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// One past the generation known: t was fetched after it, so a record of that generation is
+	// older (the fence in the store uses the store's generation, never this one).
+	gen := int64(1)
+	if cur := e.cur.Load(); cur != nil {
+		gen = cur.Generation + 1
+	}
+	r := token.Record{Token: t, Generation: gen}
+	e.adoptLocked(r, now)
+	e.dirty = true
+	return r
+}
+
+// dirtyValue returns the value to write back, nil when there is none.
+func (e *entry) dirtyValue() *token.Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.dirty {
+		return nil
+	}
+	return e.cur.Load()
+}
+
+// wroteBack marks written, a value returned by dirtyValue, as in the store (or superseded there). A
+// value fetched alone meanwhile stays dirty for the next write-back.
+func (e *entry) wroteBack(written *token.Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur := e.cur.Load(); cur == written || !cur.ExpiresAt.After(written.ExpiresAt) {
+		e.dirty = false
+	}
 }

@@ -29,10 +29,10 @@ func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token
 		// The value this replica just loaded is the one reported: check it like any other.
 		cur = &token.Record{Token: t}
 	}
-	if value != cur.Value && b.storeUp.Load() {
+	if value != cur.Value && b.sh.isUp() {
 		// This replica may not have heard yet of the value reported (pub/sub lags a write by a few
 		// milliseconds): the store says which is current.
-		if rec, ok, err := b.storeGet(ctx, e.key); err == nil && ok {
+		if rec, ok, err := b.sh.get(ctx, e.key); err == nil && ok {
 			b.adopt(e, rec)
 			cur = e.cur.Load()
 		}
@@ -44,8 +44,8 @@ func (b *Broker) Invalidate(ctx context.Context, app, value string) (token.Token
 	if wait := b.checkedLeft(ctx, e, value); wait > 0 {
 		// This replica may not have heard yet of the refresh that started the cool-down: if the store
 		// holds another value, the report is of an older token after all.
-		if b.storeUp.Load() {
-			if rec, ok, err := b.storeGet(ctx, e.key); err == nil && ok && rec.Value != value && rec.Valid(now) {
+		if b.sh.isUp() {
+			if rec, ok, err := b.sh.get(ctx, e.key); err == nil && ok && rec.Value != value && rec.Valid(now) {
 				b.adopt(e, rec)
 				b.m.invalidations.WithLabelValues(app, "stale").Inc()
 				return rec.Token, nil

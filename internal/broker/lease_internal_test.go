@@ -41,12 +41,12 @@ func TestLateReleaseOfALapsedLeaseKeepsTheNextHoldersLock(t *testing.T) {
 	now := func() time.Time { return time.Unix(0, ns.Load()) }
 	st := store.NewMemory(store.MemoryOptions{Now: now})
 	b := testBroker(t, st, now)
-	first, err := b.lock(t.Context(), crmKey, time.Second)
+	first, err := b.sh.lock(t.Context(), crmKey, time.Second)
 	if err != nil || first == nil {
 		t.Fatalf("first lock: %v %v", first, err)
 	}
 	ns.Add(int64(2 * time.Second)) // it lapses
-	second, err := b.lock(t.Context(), crmKey, time.Minute)
+	second, err := b.sh.lock(t.Context(), crmKey, time.Minute)
 	if err != nil || second == nil {
 		t.Fatalf("second lock: %v %v", second, err)
 	}

@@ -73,9 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // setState publishes e's state as the tokend_app_state gauge: one series per credential, labelled
 // with the current state (the others are deleted, which keeps /metrics small with many apps).
 func (b *Broker) setState(e *entry) {
-	e.mu.Lock()
-	s := e.state
-	e.mu.Unlock()
+	s := e.currentState()
 	for _, st := range []State{StateOK, StateRefreshing, StateFailing} {
 		if st != s {
 			b.m.state.DeleteLabelValues(e.key.App, string(e.key.Kind), string(st))

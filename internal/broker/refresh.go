@@ -2,14 +2,8 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"log/slog"
-	"math"
-	"math/rand/v2"
 	"time"
 
-	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -34,11 +28,15 @@ type invalidation struct {
 }
 
 // refresh makes e's value valid and fresh (or, with inv, replaces the reported value), calling
-// DingTalk only when the store does not already hold what is needed and no other replica is fetching.
+// DingTalk only when the store does not already hold what is needed and no other replica is
+// fetching. The protocol: read the store; if it holds what is needed, serve it; else pass the gate
+// (ban, shared back-off), take one unit of the budget, and take the lock; the holder re-reads,
+// fetches, writes fenced and announces (fetchLocked); a replica that finds the lock taken waits for
+// the holder's write and serves it, or takes the lock over if the holder lets go without writing.
 func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (token.Record, error) {
 	spent := false
 	for {
-		if !b.storeUp.Load() {
+		if !b.sh.isUp() {
 			return b.refreshAlone(ctx, e, inv)
 		}
 		rec, _, need, err := b.readStored(ctx, e, inv)
@@ -48,13 +46,13 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if !need {
 			return rec, nil
 		}
-		note, err := b.gate(ctx, e)
+		noted, err := b.gate(ctx, e)
 		if err != nil {
 			return token.Record{}, err
 		}
-		// Wait for the budget before taking the lock: a lock held while queueing for the budget
-		// could lapse and let another replica make the same call.
-		// One unit per refresh, however many times this replica then waits for another's write.
+		// Wait for the budget before taking the lock (a lock held while queueing for the budget
+		// could lapse and let another replica make the same call), and only once per refresh,
+		// however many times this replica then waits for another's write.
 		if !spent {
 			if err := b.spend(ctx); err != nil {
 				return token.Record{}, err
@@ -65,41 +63,26 @@ func (b *Broker) refresh(ctx context.Context, e *entry, inv *invalidation) (toke
 		if err != nil {
 			return b.refreshAlone(ctx, e, inv)
 		}
-		if l != nil {
-			return b.fetchLocked(ctx, l, e, inv)
-		}
-		// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
-		l, err = b.waitChange(ctx, e, rec.Generation, note)
-		if err != nil {
-			return token.Record{}, err
+		if l == nil {
+			// Another replica is fetching: wait for its write (pub/sub), re-reading the store now and then.
+			if l, err = b.waitChange(ctx, e, rec.Generation, noted); err != nil {
+				return token.Record{}, err
+			}
 		}
 		if l != nil {
-			// The holder let go without writing (it shut down, or its call was cut short): this
-			// replica took the lock over, with the call it already took from the budget.
+			// This replica holds the lock (taken now, or taken over from a holder that let go
+			// without writing: it shut down, or its call was cut short).
 			return b.fetchLocked(ctx, l, e, inv)
 		}
 	}
-}
-
-// superseded reports whether, while this replica's call was failing, another replica's value arrived
-// that makes the call moot (a fresh value, or for an invalidation a different one). The failure is
-// then not recorded: marking the credential failing, or writing a back-off note over the other
-// replica's success, would raise a false alarm and hold back the others.
-func (b *Broker) superseded(e *entry, inv *invalidation) (token.Record, bool) {
-	cur := e.cur.Load()
-	if cur == nil || !cur.Valid(b.now()) {
-		return token.Record{}, false
-	}
-	if inv != nil {
-		return *cur, cur.Value != inv.value
-	}
-	return *cur, !b.needs(e, *cur, true, nil)
 }
 
 // readStored reads e's record from the store and serves it if newer. need is false when the store
-// already holds what the refresh wants (another replica's work), so no fetch is needed.
+// (or memory) already holds what the refresh wants, so no fetch is needed; rec is then the value to
+// serve, the newest known (a failover that brought an older record back must not have it handed
+// out). When need is true, rec is the stored record, whose generation fences the write.
 func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (rec token.Record, ok, need bool, err error) {
-	rec, ok, err = b.storeGet(ctx, e.key)
+	rec, ok, err = b.sh.get(ctx, e.key)
 	if err != nil {
 		return rec, ok, false, err
 	}
@@ -108,14 +91,14 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 		if cur := e.cur.Load(); cur != nil && cur.Value == rec.Value && cur.FirstSeen.Before(rec.FirstSeen) {
 			// This replica saw the value first (the store lost the record, or another replica
 			// restarted without it): the earliest first-seen wins, here and in the store.
-			stored := rec
+			gen := rec.Generation
 			rec = *cur
-			rec.Generation = stored.Generation
-			b.writeFirstSeen(ctx, e, stored.Generation, rec.Token)
+			rec.Generation = gen
+			if cur, _, err := b.sh.put(ctx, e.key, gen, rec.Token); err == nil {
+				b.adopt(e, cur)
+			}
 		}
 	}
-	// After adopt, the served value is the newest known of memory and store: a failover that brought
-	// an older record back must not have it handed out.
 	best := rec
 	if cur := e.cur.Load(); cur != nil && cur.Valid(b.now()) {
 		best = *cur
@@ -134,23 +117,10 @@ func (b *Broker) readStored(ctx context.Context, e *entry, inv *invalidation) (r
 	return rec, ok, true, nil
 }
 
-// writeFirstSeen writes t, the stored value with the earliest first-seen known, over generation gen.
-func (b *Broker) writeFirstSeen(ctx context.Context, e *entry, gen int64, t token.Token) {
-	pctx, cancel := b.storeCtx(ctx)
-	defer cancel()
-	cur, _, err := b.store.Put(pctx, e.key, gen, t)
-	if err != nil {
-		b.storeFailed(err)
-		return
-	}
-	b.adopt(e, cur)
-}
-
 // needs reports whether the record (ok false: none) calls for a fetch from DingTalk. For a report,
 // it does while the record holds the reported value and nobody checked that value with DingTalk
-// within the cool-down (as this replica knows: the store's note is read by readStored). A report is
-// answered by a check of the value, not by a generation counter, which restarts when the store
-// restarts empty.
+// within the cool-down (as this replica knows: readStored also asks the store). A report is answered
+// by a check of the value, not by a generation counter, which restarts when the store restarts empty.
 func (b *Broker) needs(e *entry, rec token.Record, ok bool, inv *invalidation) bool {
 	if !ok {
 		return true
@@ -182,8 +152,8 @@ func (b *Broker) capped(k token.Key, t token.Token) bool {
 	return k.Kind == token.JSAPITicket && !t.ExpiresAt.Before(t.FirstSeen.Add(ticketMaxAge))
 }
 
-// fetchLocked runs with e's store lock held: it re-reads the store (another replica may have written
-// between our read and our lock), fetches, and writes fenced.
+// fetchLocked runs with e's lock held (l): it re-reads the store (another replica may have written
+// between our read and our lock), fetches, and writes fenced; the store announces the write.
 func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *invalidation) (token.Record, error) {
 	defer l.release()
 	rec, ok, need, err := b.readStored(ctx, e, inv)
@@ -198,37 +168,30 @@ func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *inval
 	}
 	prev := rec.Token
 	if !ok {
-		if cur := e.cur.Load(); cur != nil {
-			prev = cur.Token
-		}
+		prev = e.served()
 	}
 	t, err := b.fetch(ctx, e, prev)
 	if err != nil {
-		if cur, ok := b.superseded(e, inv); ok {
-			return cur, nil
-		}
-		return token.Record{}, b.failed(ctx, e, err)
+		return b.fetchFailed(ctx, e, inv, err)
 	}
 	if inv != nil && t.Value == inv.value {
-		b.markChecked(ctx, e, t.Value)
+		b.markChecked(ctx, e, t.Value) // before the record: a waiter that sees it sees the note
 	}
 	cur, written, err := b.write(ctx, e.key, rec.Generation, t)
 	if err != nil {
-		return b.keepLocal(e, t), nil
-	}
-	b.adopt(e, cur)
-	if !cur.Valid(b.now()) {
-		// The store holds nothing this replica can serve and would not take t: serve t from memory
-		// and write it back later rather than hand out nothing.
 		cur = b.keepLocal(e, t)
+	} else {
+		b.adopt(e, cur)
+		if !cur.Valid(b.now()) {
+			// The store holds nothing this replica can serve and would not take t: serve t from
+			// memory and write it back later rather than hand out nothing.
+			cur = b.keepLocal(e, t)
+		}
+		if !written {
+			b.log.Info("fenced write lost to a newer record", "app", e.key.App, "kind", e.key.Kind)
+		}
 	}
-	b.succeeded(ctx, e, inv)
-	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != prev.Value, Invalidation: inv != nil})
-	if !written {
-		// A newer record won the fenced write: ours is dropped, theirs is served.
-		b.log.Info("fenced write lost to a newer record", "app", e.key.App, "kind", e.key.Kind)
-	}
-	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
+	b.succeeded(ctx, e, inv, t, prev)
 	b.followTicket(e, inv, cur)
 	return cur, nil
 }
@@ -240,15 +203,9 @@ func (b *Broker) fetchLocked(ctx context.Context, l *lease, e *entry, inv *inval
 // loser would hand out an empty or older token. A record newer than t wins and is returned.
 func (b *Broker) write(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error) {
 	for range 3 {
-		pctx, cancel := b.storeCtx(ctx)
-		cur, written, err = b.store.Put(pctx, k, gen, t)
-		cancel()
-		if err != nil {
-			b.storeFailed(err)
-			return cur, false, err
-		}
-		if written || (cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt)) {
-			return cur, written, nil
+		cur, written, err = b.sh.put(ctx, k, gen, t)
+		if err != nil || written || (cur.Valid(b.now()) && !cur.ExpiresAt.Before(t.ExpiresAt)) {
+			return cur, written, err
 		}
 		b.log.Warn("store lost the record being refreshed: writing the fetched one again", "app", k.App, "kind", k.Kind,
 			"expected_generation", gen, "found_generation", cur.Generation)
@@ -276,424 +233,36 @@ func (b *Broker) refreshAlone(ctx context.Context, e *entry, inv *invalidation) 
 	}
 	t, err := b.fetch(ctx, e, rec.Token)
 	if err != nil {
-		if cur, ok := b.superseded(e, inv); ok {
-			return cur, nil
-		}
-		return token.Record{}, b.failed(ctx, e, err)
+		return b.fetchFailed(ctx, e, inv, err)
 	}
 	if inv != nil && t.Value == inv.value {
 		b.markChecked(ctx, e, t.Value)
 	}
 	r := b.keepLocal(e, t)
-	b.succeeded(ctx, e, inv)
-	b.onRefresh(RefreshEvent{Key: e.key, Result: "success", Fingerprint: token.Fingerprint(t.Value), Changed: t.Value != rec.Value, Invalidation: inv != nil})
-	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "success").Inc()
+	b.succeeded(ctx, e, inv, t, rec.Token)
 	b.followTicket(e, inv, r)
 	return r, nil
 }
 
-// keepLocal serves t from memory and marks it for writing back to the store.
-func (b *Broker) keepLocal(e *entry, t token.Token) token.Record {
-	e.mu.Lock()
-	// One past the generation known: t was fetched after it, so a record of that generation is
-	// older (the fence in the store uses the store's generation, never this one).
-	gen := int64(1)
-	if cur := e.cur.Load(); cur != nil {
-		gen = cur.Generation + 1
-	}
-	r := token.Record{Token: t, Generation: gen}
-	e.adoptLocked(r, b.now())
-	e.dirty = true
-	e.mu.Unlock()
-	b.adopted(e)
-	return r
-}
-
-// fetch calls DingTalk for e's credential. prev is the value known before, to carry FirstSeen.
-func (b *Broker) fetch(ctx context.Context, e *entry, prev token.Token) (token.Token, error) {
-	app := e.appConfig()
-	e.mu.Lock()
-	if e.lastErr == nil {
-		e.state = StateRefreshing
-	}
-	e.mu.Unlock()
-
-	var (
-		g     dingtalk.Grant
-		err   error
-		start = b.now()
-	)
-	switch e.key.Kind {
-	case token.AccessToken:
-		g, err = b.call(ctx, e.key, func(ctx context.Context) (dingtalk.Grant, error) {
-			return b.upstream.AccessToken(ctx, app.Cred)
-		})
-	case token.JSAPITicket:
-		g, err = b.fetchTicket(ctx, app)
-	}
-	if err != nil {
-		return token.Token{}, err
-	}
-	t := token.Token{Value: g.Value, FetchedAt: start, FirstSeen: start, ExpiresAt: start.Add(g.ExpiresIn)}
-	for _, known := range []token.Token{prev, e.served()} {
-		// The earliest first-seen of the value, whoever saw it.
-		if known.Value == g.Value && !known.FirstSeen.IsZero() && known.FirstSeen.Before(t.FirstSeen) {
-			t.FirstSeen = known.FirstSeen
+// fetchFailed answers a failed fetch: with another replica's value if one arrived meanwhile that
+// makes the call moot (a fresh value, or for a report a different one: recording the failure would
+// raise a false alarm and hold back the others), else with the failure, recorded.
+func (b *Broker) fetchFailed(ctx context.Context, e *entry, inv *invalidation, err error) (token.Record, error) {
+	if cur := e.cur.Load(); cur != nil && cur.Valid(b.now()) {
+		if (inv != nil && cur.Value != inv.value) || (inv == nil && !b.needs(e, *cur, true, nil)) {
+			return *cur, nil
 		}
 	}
-	if e.key.Kind == token.JSAPITicket {
-		if limit := t.FirstSeen.Add(ticketMaxAge); t.ExpiresAt.After(limit) {
-			t.ExpiresAt = limit
-		}
-		if !t.ExpiresAt.After(b.now()) {
-			// DingTalk handed back a ticket first seen 24 h ago: dead by the documented rule, whatever
-			// expireIn says. Serving it would fail the front-ends; retrying soon gets a new one.
-			err := &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "stale_ticket", Class: dingtalk.ClassUnavailable,
-				Message: "ticket older than 24 h returned"}
-			b.m.upstream.WithLabelValues(e.key.App, string(e.key.Kind), err.Code).Inc()
-			return token.Token{}, err
-		}
-	}
-	return t, nil
-}
-
-// fetchTicket gets a ticket with the app's current access token. If DingTalk says that token is
-// invalid, the token is replaced (as if a client had reported it) and the ticket call tried once more.
-func (b *Broker) fetchTicket(ctx context.Context, app App) (dingtalk.Grant, error) {
-	api := app.Cred.API
-	if app.Cred.Type == dingtalk.Corp {
-		api = dingtalk.Legacy
-	}
-	k := token.Key{App: app.Name, Kind: token.JSAPITicket}
-	tokenKey := token.Key{App: app.Name, Kind: token.AccessToken}
-	for attempt := 0; ; attempt++ {
-		at, err := b.Token(ctx, tokenKey)
-		if err != nil {
-			return dingtalk.Grant{}, &noCallError{err}
-		}
-		g, err := b.call(ctx, k, func(ctx context.Context) (dingtalk.Grant, error) {
-			return b.upstream.JSAPITicket(ctx, api, at.Value)
-		})
-		var de *dingtalk.Error
-		if attempt > 0 || !errors.As(err, &de) || de.Class != dingtalk.ClassInvalidToken {
-			return g, err
-		}
-		te, eerr := b.entry(tokenKey)
-		if eerr != nil {
-			return g, err
-		}
-		cur := te.cur.Load()
-		if cur == nil || cur.Value != at.Value {
-			continue // already replaced meanwhile
-		}
-		if _, ierr := b.await(ctx, te, &invalidation{value: at.Value}); ierr != nil {
-			return g, &noCallError{ierr}
-		}
-		if err := b.spend(ctx); err != nil { // the second ticket call
-			return dingtalk.Grant{}, err
-		}
-	}
-}
-
-// noCallError is a ticket refresh's failure to get the app's access token: no ticket call was made.
-type noCallError struct{ err error }
-
-func (e *noCallError) Error() string { return "access token for the ticket call: " + e.err.Error() }
-func (e *noCallError) Unwrap() error { return e.err }
-
-// call makes one DingTalk call within the upstream timeout and records it. The caller has taken the
-// call from the rate budget (see spend).
-func (b *Broker) call(ctx context.Context, k token.Key, do func(context.Context) (dingtalk.Grant, error)) (dingtalk.Grant, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.upTimeout)
-	defer cancel()
-	start := time.Now()
-	g, err := do(ctx)
-	b.m.upstreamDur.WithLabelValues(string(k.Kind)).Observe(time.Since(start).Seconds())
-	b.m.upstream.WithLabelValues(k.App, string(k.Kind), codeLabel(err)).Inc()
-	return g, err
-}
-
-// failure is the shared back-off state of one credential, kept as a store note so that every replica
-// obeys one schedule.
-// The note lives keepMs past the end of the wait, so that the attempt count outlives it: the wait
-// left is the note's time to live (by the store's clock) minus keepMs. It carries no instant of any
-// replica's clock, so a replica whose clock is off cannot stall the others.
-type failure struct {
-	Class    dingtalk.Class  `json:"class"`
-	Family   dingtalk.Family `json:"family"`
-	Status   int             `json:"status,omitempty"`
-	Code     string          `json:"code"`
-	Attempts int             `json:"attempts"`
-	KeepMs   int64           `json:"keep_ms"`
-	// Write tells one write from the next, so that a replica waiting on the lock sees a failure
-	// noted even when it repeats the previous one.
-	Write uint32 `json:"write"`
-}
-
-// backoffKeep is how long a back-off note outlives its wait.
-const backoffKeep = 10 * time.Minute
-
-func backoffNote(k token.Key) string { return "backoff:" + k.App + ":" + string(k.Kind) }
-
-const banNote = "ipban"
-
-// cooldownNote names the note that says k's value was just checked with DingTalk and came back
-// unchanged (by its fingerprint, never the value).
-func cooldownNote(k token.Key, value string) string {
-	return "cooldown:" + k.App + ":" + string(k.Kind) + ":" + token.Fingerprint(value)
-}
-
-// markChecked records that value, reported invalid, was just checked with DingTalk and came back
-// unchanged: further reports of that same value within the cool-down get 429, and a replica waiting
-// to check it finds it checked. The note is written before the record, so a waiter that sees the
-// record sees the note too.
-func (b *Broker) markChecked(ctx context.Context, e *entry, value string) {
-	e.markChecked(value, b.now().Add(cooldown))
-	if !b.storeUp.Load() {
-		return
-	}
-	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	if err := b.store.SetNote(sctx, cooldownNote(e.key, value), "1", cooldown); err != nil {
-		b.storeFailed(err)
-	}
-}
-
-// checkedLeft is how long reports of value must still wait: what is left of the cool-down of its
-// last check, as this replica or the store knows it (0: not checked lately).
-func (b *Broker) checkedLeft(ctx context.Context, e *entry, value string) time.Duration {
-	left := e.checkedLeft(value, b.now())
-	if b.storeUp.Load() {
-		sctx, cancel := b.storeCtx(ctx)
-		_, ttl, ok, err := b.store.GetNote(sctx, cooldownNote(e.key, value))
-		cancel()
-		if err != nil {
-			b.storeFailed(err)
-		} else if ok && ttl > left {
-			left = ttl
-		}
-	}
-	return max(left, 0)
-}
-
-// failed records a failed fetch (locally and in the store) and returns the error for the callers.
-func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
-	if ctx.Err() != nil {
-		// The refresh was cut short on this side (shutdown, or its own deadline): DingTalk said
-		// nothing, so nothing is recorded, here or in the store. A replica waiting on the lock
-		// (released on the way out) takes the refresh over instead of obeying a false back-off.
-		return &UnavailableError{RetryAfter: time.Second}
-	}
-	var (
-		de *dingtalk.Error
-		nc *noCallError
-	)
-	if errors.As(err, &nc) {
-		// The ticket's access token could not be had: no ticket call was made, and the token's entry
-		// recorded its own failure. The ticket's callers get the token's error.
-		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
-		return nc.err
-	}
-	if !errors.As(err, &de) {
-		// Not DingTalk's answer.
-		b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
-		return err
-	}
-	now := b.now()
-	e.mu.Lock()
-	e.lastErr = de
-	e.state = StateFailing
-	var remaining time.Duration
-	if cur := e.cur.Load(); cur != nil {
-		remaining = cur.ExpiresAt.Sub(now)
-	}
-	switch {
-	case de.Class == dingtalk.ClassBanned:
-		until := now.Add(banPause)
-		b.banUntil.Store(until.UnixMilli())
-		e.nextTry = until.Add(jitter(10 * time.Second))
-		e.attempts = 0
-	case !de.Retryable():
-		e.nextTry = now.Add(b.failRetry)
-		e.attempts = 0
-	default:
-		e.attempts++
-		e.nextTry = now.Add(backoff(e.attempts, de.Class, remaining))
-	}
-	e.noted = true
-	f := failure{Class: de.Class, Family: de.Family, Status: de.Status, Code: de.Code, Attempts: e.attempts, KeepMs: backoffKeep.Milliseconds(), Write: rand.Uint32()}
-	wait := e.nextTry.Sub(now)
-	e.mu.Unlock()
-
-	b.m.refresh.WithLabelValues(e.key.App, string(e.key.Kind), "failure").Inc()
-	b.setState(e)
-	b.onRefresh(RefreshEvent{Key: e.key, Result: "failure", UpstreamCode: de.Code})
-	level := slog.LevelWarn
-	if !de.Retryable() || de.Class == dingtalk.ClassBanned {
-		level = slog.LevelError
-	}
-	b.log.Log(ctx, level, "refresh failed",
-		"app", e.key.App, "kind", e.key.Kind, "upstream_code", de.Code, "family", de.Family,
-		"retryable", de.Retryable(), "retry_in", wait.Round(time.Millisecond).String(), "detail", de.Message)
-
-	if b.storeUp.Load() {
-		raw, _ := json.Marshal(f)
-		sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
-		defer cancel()
-		if err := b.store.SetNote(sctx, backoffNote(e.key), string(raw), wait+backoffKeep); err != nil {
-			b.storeFailed(err)
-		}
-		if de.Class == dingtalk.ClassBanned {
-			// The ban's end is the note's expiry, by the store's clock.
-			if err := b.store.SetNote(sctx, banNote, de.Code, banPause); err != nil {
-				b.storeFailed(err)
-			}
-		}
-	}
-	return b.failureError(de, wait)
-}
-
-func (b *Broker) failureError(de *dingtalk.Error, wait time.Duration) error {
-	if !de.Retryable() {
-		return &RejectedError{Upstream: de}
-	}
-	return &UnavailableError{RetryAfter: wait, Upstream: de}
-}
-
-// succeeded clears e's failure state, here and in the store, and starts an invalidation's cool-down.
-func (b *Broker) succeeded(ctx context.Context, e *entry, inv *invalidation) {
-	e.mu.Lock()
-	hadFailure := e.lastErr != nil || e.attempts > 0
-	noted := e.noted
-	e.noted = false
-	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
-	e.state = StateOK
-	e.mu.Unlock()
-	b.setState(e)
-	if hadFailure {
-		b.log.Info("refresh recovered", "app", e.key.App, "kind", e.key.Kind)
-	}
-	if !b.storeUp.Load() {
-		return
-	}
-	sctx, cancel := b.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	if noted || hadFailure {
-		if err := b.store.SetNote(sctx, backoffNote(e.key), "", 0); err != nil {
-			b.storeFailed(err)
-		}
-	}
-}
-
-// gate returns an error instead of letting a fetch happen while DingTalk bans this IP or the shared
-// back-off of e says to wait. note is the back-off note as read ("" for none).
-func (b *Broker) gate(ctx context.Context, e *entry) (note string, err error) {
-	if err := b.gateLocal(e); err != nil {
-		return "", err
-	}
-	now := b.now()
-	sctx, cancel := b.storeCtx(ctx)
-	defer cancel()
-	if _, left, ok, err := b.store.GetNote(sctx, banNote); err != nil {
-		b.storeFailed(err)
-	} else if ok && left > 0 {
-		// Another replica was banned: this one shares the IP, so it waits the ban out too.
-		until := now.Add(left)
-		b.banUntil.Store(until.UnixMilli())
-		return "", b.waitBan(e, until, now)
-	}
-	v, ttl, ok, err := b.store.GetNote(sctx, backoffNote(e.key))
-	if err != nil {
-		b.storeFailed(err)
-		return "", nil
-	}
-	if !ok || v == "" {
-		return "", nil
-	}
-	e.mu.Lock()
-	e.noted = true
-	e.mu.Unlock()
-	var f failure
-	if json.Unmarshal([]byte(v), &f) != nil {
-		return v, nil
-	}
-	next := now.Add(ttl - time.Duration(f.KeepMs)*time.Millisecond)
-	de := &dingtalk.Error{Family: f.Family, Status: f.Status, Code: f.Code, Class: f.Class, Message: "reported by another replica"}
-	e.mu.Lock()
-	// Learn the shared schedule, so this replica's clients and scheduler obey it too.
-	if f.Attempts > e.attempts {
-		e.attempts = f.Attempts
-	}
-	if now.Before(next) {
-		e.lastErr, e.nextTry, e.state = de, next, StateFailing
-	}
-	e.mu.Unlock()
-	if !now.Before(next) {
-		return v, nil
-	}
-	b.setState(e)
-	return v, b.failureError(de, next.Sub(now))
-}
-
-// gateLocal is gate without the store: this replica's own view of a ban and of e's back-off.
-func (b *Broker) gateLocal(e *entry) error {
-	now := b.now()
-	if until := time.UnixMilli(b.banUntil.Load()); now.Before(until) {
-		return b.waitBan(e, until, now)
-	}
-	return e.blocked(now)
-}
-
-// waitBan puts e on hold until the IP ban ends (plus jitter, so the entries do not all resume at
-// once) and returns the error its callers get meanwhile.
-func (b *Broker) waitBan(e *entry, until, now time.Time) error {
-	e.mu.Lock()
-	e.lastErr, e.state = banError(), StateFailing
-	if e.nextTry.Before(until) {
-		e.nextTry = until.Add(jitter(10 * time.Second))
-	}
-	e.mu.Unlock()
-	b.setState(e)
-	return &UnavailableError{RetryAfter: until.Sub(now), Upstream: banError()}
-}
-
-func banError() *dingtalk.Error {
-	return &dingtalk.Error{Family: dingtalk.FamilyTransport, Code: "ip_ban", Class: dingtalk.ClassBanned, Message: "egress IP blocked by DingTalk"}
-}
-
-// backoff is the wait before retry number attempts after a retryable failure: exponential from 1 s,
-// with jitter, capped at a quarter of the time the served token has left (between 1 s and 60 s; 10 s
-// when there is no valid token), so that a short outage inside the margin is retried often enough
-// to never cost a client an error.
-func backoff(attempts int, class dingtalk.Class, remaining time.Duration) time.Duration {
-	limit := 10 * time.Second
-	if remaining > 0 {
-		limit = min(max(remaining/4, time.Second), time.Minute)
-	}
-	d := time.Second << min(attempts-1, 10)
-	d = min(d, limit)
-	d = d/2 + jitter(d/2)
-	if class == dingtalk.ClassRateLimited && d < time.Second {
-		d = time.Second
-	}
-	return d
-}
-
-// jitter returns a random duration in [0, d).
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d)
+	return token.Record{}, b.failed(ctx, e, err)
 }
 
 // waitChange waits until e's value changes past generation gen (another replica's write arriving by
-// pub/sub) or the back-off note differs from note, the value read before the lock was tried (the
+// pub/sub) or the back-off note differs from noted, the one read before the lock was tried (the
 // fetcher failed), re-reading the store every pollEvery in case the message was lost, for at most a
 // lock's TTL. While it polls it also tries the lock: it returns a lease when the holder released it
 // without writing anything and this replica now holds it.
-func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note string) (*lease, error) {
-	deadline := time.NewTimer(b.lockTTL)
+func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, noted uint32) (*lease, error) {
+	deadline := time.NewTimer(b.lockTTLFor(ctx, e.key))
 	defer deadline.Stop()
 	poll := time.NewTicker(pollEvery)
 	defer poll.Stop()
@@ -706,7 +275,7 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 		case <-e.changes():
 			return nil, nil
 		case <-poll.C:
-			rec, ok, err := b.storeGet(ctx, e.key)
+			rec, ok, err := b.sh.get(ctx, e.key)
 			if err != nil {
 				return nil, nil // the loop falls back to refreshing alone
 			}
@@ -719,35 +288,40 @@ func (b *Broker) waitChange(ctx context.Context, e *entry, gen int64, note strin
 			}
 			// The fetcher failed: it wrote (or changed) the shared back-off note and released the
 			// lock without writing a record. The loop's gate then answers the callers at once.
-			if b.noteValue(ctx, backoffNote(e.key)) != note {
+			if n, _, _ := b.sh.backoff(ctx, e.key); n.Write != noted {
 				return nil, nil
 			}
-			if l := b.pollLock(ctx, e.key); l != nil {
+			if l, _ := b.sh.lock(ctx, e.key, b.lockTTLFor(ctx, e.key)); l != nil {
+				b.m.locks.WithLabelValues("acquired").Inc() // the failed tries of a wait are not contention
 				return l, nil
 			}
 		}
 	}
 }
 
-// pollLock tries e's lock while waiting for its holder, counting only a success (the failed tries
-// of a wait are not contention worth a metric each).
-func (b *Broker) pollLock(ctx context.Context, k token.Key) *lease {
-	l, _ := b.lock(ctx, k, b.lockTTLFor(ctx, k))
-	if l != nil {
+// tryLock tries e's refresh lock, counting the outcome.
+func (b *Broker) tryLock(ctx context.Context, k token.Key) (*lease, error) {
+	l, err := b.sh.lock(ctx, k, b.lockTTLFor(ctx, k))
+	switch {
+	case err != nil:
+		b.m.locks.WithLabelValues("error").Inc()
+	case l != nil:
 		b.m.locks.WithLabelValues("acquired").Inc()
+	default:
+		b.m.locks.WithLabelValues("contended").Inc()
 	}
-	return l
+	return l, err
 }
 
-// noteValue returns the store note called name, "" when there is none or the store fails.
-func (b *Broker) noteValue(ctx context.Context, name string) string {
-	sctx, cancel := b.storeCtx(ctx)
-	defer cancel()
-	v, _, _, err := b.store.GetNote(sctx, name)
-	if err != nil {
-		b.storeFailed(err)
+// lockTTLFor is how long k's refresh lock lives when taken with ctx: an access token's lapses a few
+// seconds after one DingTalk call (as the contract says); a ticket's holder may first wait for the
+// app's access token (a whole refresh) and then make the ticket call and a retry, so its lock lives
+// as long as the refresh may run.
+func (b *Broker) lockTTLFor(ctx context.Context, k token.Key) time.Duration {
+	if d, ok := ctx.Deadline(); ok && k.Kind == token.JSAPITicket {
+		return max(b.lockTTL, time.Until(d)+time.Second)
 	}
-	return v
+	return b.lockTTL
 }
 
 // followTicket refreshes the app's ticket in the background when an invalidation replaced its token:
@@ -760,111 +334,7 @@ func (b *Broker) followTicket(e *entry, inv *invalidation, got token.Record) {
 	if err != nil {
 		return
 	}
-	cur := te.cur.Load()
-	if cur == nil {
-		return
+	if cur := te.cur.Load(); cur != nil {
+		b.flight(te, &invalidation{value: cur.Value})
 	}
-	b.flight(te, &invalidation{value: cur.Value})
-}
-
-// storeCtx bounds a group of store operations. The store bounds each operation itself too; this
-// keeps the broker's promise on any store.
-func (b *Broker) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, b.storeTimeout)
-}
-
-func (b *Broker) storeGet(ctx context.Context, k token.Key) (token.Record, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.storeTimeout)
-	defer cancel()
-	rec, ok, err := b.store.Get(ctx, k)
-	if err != nil {
-		b.storeFailed(err)
-	} else {
-		b.storeOK()
-	}
-	return rec, ok, err
-}
-
-func (b *Broker) tryLock(ctx context.Context, k token.Key) (*lease, error) {
-	l, err := b.lock(ctx, k, b.lockTTLFor(ctx, k))
-	switch {
-	case err != nil:
-		b.m.locks.WithLabelValues("error").Inc()
-	case l != nil:
-		b.m.locks.WithLabelValues("acquired").Inc()
-	default:
-		b.m.locks.WithLabelValues("contended").Inc()
-	}
-	return l, err
-}
-
-// adopt serves rec if it is newer than e's value, and updates what depends on the served value.
-func (b *Broker) adopt(e *entry, rec token.Record) {
-	if e.adopt(rec, b.now()) {
-		b.adopted(e)
-	}
-}
-
-func (b *Broker) adopted(e *entry) {
-	cur := e.cur.Load()
-	if cur == nil {
-		return
-	}
-	b.m.expiry.WithLabelValues(e.key.App, string(e.key.Kind)).Set(float64(cur.ExpiresAt.UnixMilli()) / 1000)
-	if cur.Valid(b.now()) {
-		b.clearFailure(e) // another replica's success ends this one's failure state too
-	}
-}
-
-// clearFailure puts e back in the ok state.
-func (b *Broker) clearFailure(e *entry) {
-	e.mu.Lock()
-	changed := e.state != StateOK || e.lastErr != nil
-	e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
-	e.state = StateOK
-	e.mu.Unlock()
-	if changed {
-		b.setState(e)
-	}
-}
-
-// budgetNote names the upstream call budget all replicas share in the store.
-const budgetNote = "upstream"
-
-// spend takes one DingTalk call from the budgets: this replica's token bucket, then the one all
-// replicas share.
-func (b *Broker) spend(ctx context.Context) error {
-	if err := b.budget.wait(ctx); err != nil {
-		return err
-	}
-	return b.spendShared(ctx)
-}
-
-// spendShared takes one call from the budget shared by every replica (max_rps per second in all),
-// waiting while it is spent. Without the store, the local budget alone paces this replica.
-func (b *Broker) spendShared(ctx context.Context) error {
-	limit := max(1, int(math.Ceil(b.maxRPS)))
-	for b.storeUp.Load() {
-		sctx, cancel := b.storeCtx(ctx)
-		wait, err := b.store.Spend(sctx, budgetNote, limit, time.Second)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			b.storeFailed(err)
-			return nil
-		}
-		if wait <= 0 {
-			return nil
-		}
-		t := time.NewTimer(wait + jitter(wait/4+time.Millisecond))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }

@@ -81,9 +81,7 @@ func (b *Broker) reschedule(e *entry) {
 		return // removed by a reload
 	}
 	now := b.now()
-	e.mu.Lock()
-	failing, nextTry := e.lastErr != nil, e.nextTry
-	e.mu.Unlock()
+	failing, nextTry := e.retryAt()
 	cur := e.cur.Load()
 	var due time.Time
 	switch {
@@ -124,7 +122,7 @@ func (b *Broker) subscribe(ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
-		if err := b.store.Subscribe(ctx, ready, onWrite); err != nil && ctx.Err() == nil {
+		if err := b.sh.subscribe(ctx, ready, onWrite); err != nil && ctx.Err() == nil {
 			b.log.Warn("store subscription ended", "err", err)
 		}
 		select {
@@ -140,7 +138,7 @@ func (b *Broker) resync(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		rec, ok, err := b.storeGet(ctx, e.key)
+		rec, ok, err := b.sh.get(ctx, e.key)
 		if err != nil {
 			return
 		}
@@ -162,22 +160,10 @@ func (b *Broker) monitor(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		up := b.storeUp.Load()
-		if up && n%5 != 0 {
+		if b.sh.isUp() && n%5 != 0 {
 			continue
 		}
-		pctx, cancel := b.storeCtx(ctx)
-		err := b.store.Ping(pctx)
-		cancel()
-		if err != nil {
-			b.storeFailed(err)
-			continue
-		}
-		b.storeOK()
-		if !up {
-			b.storeUp.Store(true)
-			b.m.storeUp.Set(1)
-			b.log.Info("store available again")
+		if back, err := b.sh.ping(ctx); err == nil && back {
 			b.writeBack(ctx)
 			b.resync(ctx)
 		}
@@ -187,34 +173,20 @@ func (b *Broker) monitor(ctx context.Context) {
 // writeBack stores the values refreshed while the store was down, unless the store holds newer ones.
 func (b *Broker) writeBack(ctx context.Context) {
 	for _, e := range *b.entries.Load() {
-		e.mu.Lock()
-		dirty := e.dirty
-		e.mu.Unlock()
-		cur := e.cur.Load()
-		if !dirty || cur == nil {
+		cur := e.dirtyValue()
+		if cur == nil {
 			continue
 		}
-		rec, ok, err := b.storeGet(ctx, e.key)
+		rec, ok, err := b.sh.get(ctx, e.key)
 		if err != nil {
 			return
 		}
 		if !ok || cur.ExpiresAt.After(rec.ExpiresAt) {
-			pctx, cancel := b.storeCtx(ctx)
-			stored, _, err := b.store.Put(pctx, e.key, rec.Generation, cur.Token)
-			cancel()
-			if err != nil {
-				b.storeFailed(err)
+			if rec, _, err = b.sh.put(ctx, e.key, rec.Generation, cur.Token); err != nil {
 				return
 			}
-			rec = stored
 		}
 		b.adopt(e, rec)
-		e.mu.Lock()
-		if e.cur.Load() == cur || !e.cur.Load().ExpiresAt.After(cur.ExpiresAt) {
-			// Written (or superseded by a newer stored record). A value fetched alone during the
-			// write stays dirty for the next write-back.
-			e.dirty = false
-		}
-		e.mu.Unlock()
+		e.wroteBack(cur)
 	}
 }

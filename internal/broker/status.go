@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"time"
 
 	"github.com/tokend/tokend/internal/token"
 )
@@ -57,19 +56,11 @@ func (b *Broker) Reload(ctx context.Context, apps []App) {
 		if _, ok := old[k]; !ok {
 			continue
 		}
-		e.mu.Lock()
-		failing := e.lastErr != nil
-		e.lastErr, e.attempts, e.nextTry = nil, 0, time.Time{}
-		e.mu.Unlock()
-		if !failing {
+		if !e.reset() {
 			continue
 		}
-		if b.storeUp.Load() {
-			sctx, cancel := b.storeCtx(ctx)
-			if err := b.store.SetNote(sctx, backoffNote(k), "", 0); err != nil {
-				b.storeFailed(err)
-			}
-			cancel()
+		if b.sh.isUp() {
+			b.sh.clearBackoff(ctx, k)
 		}
 		b.sched.schedule(e, b.now())
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
-	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -160,7 +159,7 @@ func TestTicketShape(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	rejected := &broker.RejectedError{Upstream: &dingtalk.Error{Family: dingtalk.FamilyNew, Status: 400, Code: "invalidClientIdOrSecret", Class: dingtalk.ClassCredentials}}
+	rejected := &broker.RejectedError{Code: "invalidClientIdOrSecret"}
 	unavailable := &broker.UnavailableError{RetryAfter: 2500 * time.Millisecond}
 	tests := []struct {
 		name       string

@@ -19,7 +19,6 @@ import (
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
-	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -65,11 +64,9 @@ var allowed5xx = [numModes]int{modeRejected: http.StatusBadGateway, modeUnavaila
 func (b *fuzzBroker) err() error {
 	switch b.mode {
 	case modeRejected:
-		return &broker.RejectedError{Upstream: &dingtalk.Error{Family: dingtalk.FamilyLegacy, Status: 200, Code: "60020",
-			Message: "ip 203.0.113.7 not allowed; token " + fuzzCRMTok, Class: dingtalk.ClassIPNotAllowed}}
+		return &broker.RejectedError{Code: "60020"}
 	case modeUnavailable:
-		return &broker.UnavailableError{RetryAfter: 1500 * time.Millisecond, Upstream: &dingtalk.Error{Family: dingtalk.FamilyNew,
-			Status: 503, Code: "systemBusy", Message: "busy " + fuzzCRMTkt, Class: dingtalk.ClassUnavailable}}
+		return &broker.UnavailableError{RetryAfter: 1500 * time.Millisecond, Code: "systemBusy"}
 	case modeCanceled:
 		return context.Canceled
 	case modeUnknownApp:

@@ -67,6 +67,7 @@ func problemFor(err error) problem {
 		unavailable *broker.UnavailableError
 		cooldown    *broker.CooldownError
 		limited     *clientLimitError
+		spent       *broker.RateLimitedError
 		bad         *badRequestError
 		banned      *proxy.BannedError
 	)
@@ -113,35 +114,22 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusNotFound, code: codeAppNotFound, detail: "jsapi_ticket is not enabled for this app"}
 	case errors.As(err, &rejected):
 		return problem{status: http.StatusBadGateway, code: codeUpstreamRejected,
-			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejectedCode(rejected)}
+			detail: "DingTalk rejected the app's credentials or this egress IP", upstreamCode: rejected.Code}
 	case errors.As(err, &unavailable):
 		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
-			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter, upstreamCode: unavailableCode(unavailable)}
+			detail: "no valid token and DingTalk is failing", retryAfter: unavailable.RetryAfter, upstreamCode: unavailable.Code}
 	case errors.As(err, &cooldown):
 		return problem{status: http.StatusTooManyRequests, code: codeRateLimited,
 			detail:     "this token was checked moments ago; the problem is likely elsewhere (permissions, wrong app, missing header)",
 			retryAfter: cooldown.RetryAfter}
+	case errors.As(err, &spent):
+		return problem{status: http.StatusTooManyRequests, code: codeRateLimited,
+			detail: "the shared budget of calls to DingTalk is spent for now", retryAfter: spent.RetryAfter}
 	default:
 		// Context ends and anything unforeseen: the caller may retry; the detail stays generic.
 		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
 			detail: "the token could not be obtained in time", retryAfter: time.Second}
 	}
-}
-
-// rejectedCode and unavailableCode read DingTalk's code ("40096", "invalidClientIdOrSecret") from the
-// broker's failures, "" when there is none. httpapi knows nothing of DingTalk's own types.
-func rejectedCode(e *broker.RejectedError) string {
-	if e.Upstream == nil {
-		return ""
-	}
-	return e.Upstream.Code
-}
-
-func unavailableCode(e *broker.UnavailableError) string {
-	if e.Upstream == nil {
-		return ""
-	}
-	return e.Upstream.Code
 }
 
 // writeProblem writes err as its problem document (see problemFor).

@@ -22,6 +22,12 @@ import (
 	"github.com/tokend/tokend/internal/token"
 )
 
+// The broker is what cmd/tokend gives the proxy for both.
+var (
+	_ proxy.Tokens = (*broker.Broker)(nil)
+	_ proxy.Gate   = (*broker.Broker)(nil)
+)
+
 // tokens is a broker double: one current token per app, replaced by Invalidate of the current value
 // with the next value of its list.
 type tokens struct {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/fakedingtalk"
+	"github.com/tokend/tokend/internal/token"
 )
 
 // TestProxy runs the proxy as it runs in production: real tokend processes sharing a real Redis in
@@ -39,6 +40,8 @@ func TestProxy(t *testing.T) {
 	}{
 		{"revocation", proxyRevocation},
 		{"streams", proxyStreams},
+		{"budget", proxyBudget},
+		{"ban", proxyBan},
 	} {
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, bins) })
 	}
@@ -54,10 +57,11 @@ func proxySpec(replicas int) spec {
 
 // answer is one proxied call's outcome.
 type answer struct {
-	status int
-	ctype  string
-	body   []byte
-	err    error
+	status     int
+	ctype      string
+	retryAfter string
+	body       []byte
+	err        error
 }
 
 func (a answer) String() string {
@@ -97,7 +101,7 @@ func (c *cluster) proxied(ctx context.Context, method, url string, hdr http.Head
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, ctype: resp.Header.Get("Content-Type"), body: raw, err: err}
+	return answer{status: resp.StatusCode, ctype: resp.Header.Get("Content-Type"), retryAfter: resp.Header.Get("Retry-After"), body: raw, err: err}
 }
 
 // userGet is a legacy /topapi call (oapi) through r's proxy route.
@@ -249,4 +253,112 @@ func proxyStreams(t *testing.T, bins binaries) {
 	eventually(t, 10*time.Second, "the cancelled call counted", func() bool {
 		return c.metric(c.replicas[0], "tokend_proxy_requests_total", map[string]string{"app": a.name, "family": "api", "result": "canceled"}) == 1
 	})
+}
+
+// proxySpecWith is proxySpec with more lines under proxy: (indented two spaces).
+func proxySpecWith(replicas int, proxyLines string) spec {
+	s := proxySpec(replicas)
+	s.extraYAML += proxyLines
+	return s
+}
+
+// apiTimes returns when the fake received each API call.
+func (f *fakeDT) apiTimes(t *testing.T) []time.Time {
+	t.Helper()
+	var r struct {
+		Times []time.Time `json:"times"`
+	}
+	f.do(t, http.MethodGet, "api_times", nil, &r)
+	return r.Times
+}
+
+// proxyBudget: proxied calls from three replicas together reach DingTalk no faster than
+// proxy.max_rps; the calls over it get 429 rate_limited with Retry-After and never reach DingTalk.
+func proxyBudget(t *testing.T, bins binaries) {
+	const maxRPS = 20
+	c := startCluster(t, bins, proxySpecWith(3, fmt.Sprintf("  max_rps: %d\n", maxRPS)))
+	c.waitReady()
+	before := len(c.fake.apiTimes(t))
+	start := time.Now()
+	const runFor = 3 * time.Second
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	noRetryAfter := 0
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Go(func() {
+			r := c.replicas[i%len(c.replicas)]
+			for time.Since(start) < runFor {
+				ans := c.contactUser(t.Context(), r, "u")
+				mu.Lock()
+				statuses[ans.status]++
+				if ans.status == http.StatusTooManyRequests && (ans.doc()["code"] != "rate_limited" || ans.retryAfter == "") {
+					noRetryAfter++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	times := c.fake.apiTimes(t)[before:]
+	// The shared budget is a fixed one-second window in Redis: any sliding second may straddle two.
+	most := 0
+	for i := range times {
+		n := 0
+		for j := i; j < len(times) && times[j].Sub(times[i]) < time.Second; j++ {
+			n++
+		}
+		most = max(most, n)
+	}
+	elapsed := time.Since(start)
+	if most > 2*maxRPS || float64(len(times)) > maxRPS*(elapsed.Seconds()+1) {
+		t.Errorf("DingTalk got %d proxied calls in %v, at most %d in one second; budget %d/s for all replicas", len(times), elapsed.Round(time.Millisecond), most, maxRPS)
+	}
+	if statuses[http.StatusTooManyRequests] == 0 || statuses[http.StatusOK] != len(times) || statuses[http.StatusOK]+statuses[http.StatusTooManyRequests] != sum(statuses) || noRetryAfter > 0 {
+		t.Errorf("answers by status %v (%d DingTalk calls); want 200 for each call made and 429 rate_limited for the rest", statuses, len(times))
+	}
+	t.Logf("summary: statuses=%v dingtalk_calls=%d most_in_one_second=%d budget=%d/s", statuses, len(times), most, maxRPS)
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// proxyBan: DingTalk answers a proxied call with its block page. That call gets 503 with
+// Retry-After, and so does every later proxied call on every replica, without calling DingTalk;
+// tokens are still served from memory.
+func proxyBan(t *testing.T, bins binaries) {
+	c := startCluster(t, bins, proxySpec(3))
+	c.waitReady()
+	a := c.apps[0]
+	for _, r := range c.replicas {
+		if ans := c.contactUser(t.Context(), r, "u"); !succeeded(ans) {
+			t.Fatalf("replica %d before the ban: %s", r.i, ans)
+		}
+	}
+	c.fake.fault(t, a.clientID, fakedingtalk.Fault{Mode: fakedingtalk.FaultBanHTML, Endpoint: fakedingtalk.EndpointAPI})
+	met := c.contactUser(t.Context(), c.replicas[0], "u")
+	if d := met.doc(); met.status != http.StatusServiceUnavailable || d["code"] != "upstream_unavailable" || d["upstream_code"] != "ip_ban" || met.retryAfter == "" {
+		t.Fatalf("the call that met the block page: %s", met)
+	}
+	c.fake.clearFaults(t)
+	before := c.fake.calls(t)[a.clientID].API
+	for _, r := range c.replicas {
+		eventually(t, 5*time.Second, fmt.Sprintf("replica %d paused", r.i), func() bool {
+			ans := c.contactUser(t.Context(), r, "u")
+			return ans.status == http.StatusServiceUnavailable && ans.doc()["code"] == "upstream_unavailable" && ans.retryAfter != ""
+		})
+	}
+	if after := c.fake.calls(t)[a.clientID].API; after != before {
+		t.Errorf("%d proxied calls reached DingTalk during the ban", after-before)
+	}
+	for _, r := range c.replicas {
+		if s := c.credential(t.Context(), r, a.name, token.AccessToken); !s.ok() {
+			t.Errorf("replica %d does not serve the token during the ban: %s", r.i, s.describe())
+		}
+	}
 }

@@ -10,23 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/store"
 	"github.com/tokend/tokend/internal/token"
 )
 
-// Store is the store API under test: broker.Store, declared here so that the suite does not depend
-// on the broker.
-type Store interface {
-	Get(ctx context.Context, k token.Key) (rec token.Record, ok bool, err error)
-	Put(ctx context.Context, k token.Key, gen int64, t token.Token) (cur token.Record, written bool, err error)
-	TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error)
-	Unlock(ctx context.Context, k token.Key, owner string) error
-	GetNote(ctx context.Context, name string) (value string, ttl time.Duration, ok bool, err error)
-	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
-	Spend(ctx context.Context, name string, limit int, window time.Duration) (wait time.Duration, err error)
-	Subscribe(ctx context.Context, ready func(), fn func(token.Key, token.Record)) error
-	Ping(ctx context.Context) error
-}
+// Store is the store API under test: the broker's port, which every store implements.
+type Store = broker.Store
 
 // Harness is one fresh, empty backend with two handles on it, standing for two replicas.
 type Harness struct {
