@@ -3,15 +3,14 @@
 # upstream, CPU per request over interleaved rounds, then resident memory under concurrent large
 # uploads (see docs/benchmarks.md, "Proxy").
 #
-#   bench/proxy.sh                              # 6 rounds of 8 s per server, 50 uploads of 20 MiB
+#   bench/proxy.sh                              # 6 rounds of 8 s at 400 req/s per server, 50 uploads of 20 MiB
 #   bench/proxy.sh -rounds 10 -duration 10s     # the flags of bench/proxybench's run command
 #
-# Needs wrk and taskset (two CPUs: the server under test on CPU 0, the upstream and wrk on CPU 1).
+# Needs taskset (two CPUs: the server under test on CPU 0, the upstream and the load on CPU 1).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
 
 bin="$(mktemp -d "${TMPDIR:-/tmp}/tokend-proxybench.XXXXXX")"

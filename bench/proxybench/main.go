@@ -1,14 +1,17 @@
 // Command proxybench measures tokend's proxy against a bare httputil.ReverseProxy forwarding to the
 // same local upstream (bench/proxy.sh runs it; results in docs/benchmarks.md, "Proxy").
 //
-//	proxybench run -bin DIR [-rounds 6] [-duration 8s] [-conns 32] [-uploads 50] [-upload-size 20MiB]
+//	proxybench run -bin DIR [-rounds 6] [-duration 8s] [-rate 400] [-conns 32] [-uploads 50] [-upload-size 20MiB]
 //	proxybench upstream -listen ADDR      # the stand-in for DingTalk both proxies forward to
 //	proxybench bare -listen ADDR -upstream URL
+//	proxybench load -url URL -key KEY -rate N -conns N -duration D   # fixed-rate GETs, JSON result
 //
 // run starts the upstream and the bare proxy from its own binary and tokend from DIR, pins both
-// servers under test to CPU 0 and the upstream and wrk to CPU 1, and measures each server's CPU time
-// per request (utime+stime from /proc/PID/stat) over interleaved rounds: request rates swing by tens of
-// percent on a shared machine, CPU per request much less. It then sends concurrent large uploads
+// servers under test to CPU 0 and the upstream and the load to CPU 1, and measures each server's CPU
+// time per request (utime+stime from /proc/PID/stat) over interleaved rounds: request rates swing by
+// tens of percent on a shared machine, CPU per request much less. The load is a fixed rate within
+// tokend's egress budget (proxy.max_rps: at most 450 with upstream.max_rps), which a closed-loop tool
+// like wrk would exhaust at once, measuring mostly tokend's cheap 429s. It then sends concurrent large uploads
 // through each server and samples its resident memory. Markdown tables go to stdout, progress to
 // stderr. Every process it starts is stopped when it returns.
 package main
@@ -47,6 +50,8 @@ func main() {
 		err = serveUpstream(ctx, os.Args[2:])
 	case "bare":
 		err = serveBare(ctx, os.Args[2:])
+	case "load":
+		err = serveLoad(ctx, os.Args[2:])
 	case "run":
 		err = run(ctx, os.Args[2:])
 	default:

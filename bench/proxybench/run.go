@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"flag"
@@ -25,13 +24,14 @@ import (
 type target struct {
 	name string
 	proc *proc
-	url  string // what wrk requests
+	url  string // what the load requests
 	// upload is where large bodies go.
 	upload string
 	// samples of CPU time per request (µs), requests/s and p99 latency, one per round.
 	cpu, rps []float64
 	p99      []time.Duration
 	errors   int64
+	late     int64
 }
 
 func run(ctx context.Context, args []string) error {
@@ -39,7 +39,8 @@ func run(ctx context.Context, args []string) error {
 	binDir := fs.String("bin", "", "directory holding the tokend binary")
 	rounds := fs.Int("rounds", 6, "measured rounds per server, interleaved")
 	duration := fs.Duration("duration", 8*time.Second, "length of one round")
-	conns := fs.Int("conns", 32, "wrk connections")
+	conns := fs.Int("conns", 32, "connections of the load")
+	rate := fs.Int("rate", 400, "requests per second of the load (within proxy.max_rps, 440 here)")
 	uploads := fs.Int("uploads", 50, "concurrent uploads in the memory phase")
 	uploadSize := fs.String("upload-size", "20MiB", "size of each upload")
 	if err := fs.Parse(args); err != nil {
@@ -87,7 +88,10 @@ log:
 dingtalk:
   api_base: %[1]s
   oapi_base: %[1]s
+upstream:
+  max_rps: 10
 proxy:
+  max_rps: 440                # with upstream.max_rps, the most the configuration allows
   max_body: %[3]s
 apps:
   - name: bench
@@ -131,7 +135,7 @@ clients:
 	}
 	fmt.Fprintf(os.Stderr, "warm-up, 3s each\n")
 	for _, t := range targets {
-		if _, err := runWrk(ctx, t.url, key, *conns, 3*time.Second); err != nil {
+		if _, err := runLoad(ctx, me, t.url, key, *rate, *conns, 3*time.Second); err != nil {
 			return err
 		}
 	}
@@ -145,7 +149,7 @@ clients:
 			if err != nil {
 				return err
 			}
-			r, err := runWrk(ctx, t.url, key, *conns, *duration)
+			r, err := runLoad(ctx, me, t.url, key, *rate, *conns, *duration)
 			if err != nil {
 				return err
 			}
@@ -153,20 +157,22 @@ clients:
 			if err != nil {
 				return err
 			}
-			per := float64((c1 - c0).Microseconds()) / float64(r.requests)
-			t.cpu, t.rps, t.p99 = append(t.cpu, per), append(t.rps, r.rps), append(t.p99, r.p99)
-			t.errors += r.non2xx
-			fmt.Fprintf(os.Stderr, "round %d %-28s %8.0f req/s  %6.1f µs CPU/req  p99 %v  non-2xx %d\n", i+1, t.name, r.rps, per, r.p99, r.non2xx)
+			per := float64((c1 - c0).Microseconds()) / float64(r.Requests)
+			t.cpu, t.rps, t.p99 = append(t.cpu, per), append(t.rps, r.RPS), append(t.p99, r.P99)
+			t.errors += r.Non2xx + r.Errors
+			t.late += r.Late
+			fmt.Fprintf(os.Stderr, "round %d %-28s %6.0f req/s  %6.1f µs CPU/req  p99 %v  non-2xx %d errors %d late %d\n",
+				i+1, t.name, r.RPS, per, r.P99, r.Non2xx, r.Errors, r.Late)
 		}
 	}
 
 	fmt.Printf("### Proxy: CPU per request against a bare reverse proxy\n\n")
-	fmt.Printf("%d interleaved rounds of %v, wrk -t2 -c%d on CPU 1 with the upstream, the server on CPU 0; GET %s, %d-byte answer.\n\n",
-		*rounds, *duration, *conns, path, len(upstreamAnswer))
-	fmt.Printf("| server | CPU µs/request (median) | min–max | req/s (median) | p99 (median) | non-2xx |\n|---|---|---|---|---|---|\n")
+	fmt.Printf("%d interleaved rounds of %v at %d req/s over %d connections (the load on CPU 1 with the upstream, the server on CPU 0); GET %s, %d-byte answer.\n\n",
+		*rounds, *duration, *rate, *conns, path, len(upstreamAnswer))
+	fmt.Printf("| server | CPU µs/request (median) | min–max | req/s (median) | p99 (median) | failed | late |\n|---|---|---|---|---|---|---|\n")
 	for _, t := range targets {
 		lo, hi := minMax(t.cpu)
-		fmt.Printf("| %s | %.1f | %.1f–%.1f | %.0f | %v | %d |\n", t.name, median(t.cpu), lo, hi, median(t.rps), medianDur(t.p99).Round(10*time.Microsecond), t.errors)
+		fmt.Printf("| %s | %.1f | %.1f–%.1f | %.0f | %v | %d | %d |\n", t.name, median(t.cpu), lo, hi, median(t.rps), medianDur(t.p99).Round(10*time.Microsecond), t.errors, t.late)
 	}
 	ratio := median(targets[0].cpu) / median(targets[1].cpu)
 	verdict := "met"
@@ -268,51 +274,11 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-type wrkResult struct {
-	rps      float64
-	requests int64
-	non2xx   int64
-	p99      time.Duration
-}
-
-func runWrk(ctx context.Context, url, key string, conns int, d time.Duration) (wrkResult, error) {
-	out, err := exec.CommandContext(ctx, "taskset", "-c", "1", "wrk", "-t2", "-c", strconv.Itoa(conns),
-		"-d", strconv.Itoa(int(d.Seconds()))+"s", "--latency", "-H", "Authorization: Bearer "+key, url).CombinedOutput()
-	if err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out)
-	}
-	var r wrkResult
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) == 2 && f[0] == "Requests/sec:":
-			r.rps, _ = strconv.ParseFloat(f[1], 64)
-		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
-			r.requests, _ = strconv.ParseInt(f[0], 10, 64)
-		case len(f) == 5 && strings.Join(f[:4], " ") == "Non-2xx or 3xx responses:":
-			r.non2xx, _ = strconv.ParseInt(f[4], 10, 64)
-		case len(f) == 2 && f[0] == "99%":
-			r.p99 = parseDur(f[1])
-		}
-	}
-	if r.requests == 0 {
-		return r, fmt.Errorf("wrk made no requests:\n%s", out)
-	}
-	return r, nil
-}
-
-func parseDur(s string) time.Duration {
-	for _, u := range []struct {
-		suffix string
-		d      time.Duration
-	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}, {"m", time.Minute}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return time.Duration(f * float64(u.d))
-		}
-	}
-	return 0
+// execPinned runs bin pinned to cpu and returns its standard output.
+func execPinned(ctx context.Context, cpu, bin string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "taskset", append([]string{"-c", cpu, bin}, args...)...)
+	cmd.Stderr = os.Stderr
+	return cmd.Output()
 }
 
 // cpuTime is pid's user+system CPU time so far, all threads (USER_HZ is 100 on every Linux ABI).

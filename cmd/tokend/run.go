@@ -215,8 +215,12 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	t.certs = certs
 	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
 	opsSrv := newServer(api.OpsHandler(), cfg.Upstream.Timeout, log)
-	// The gateway's requests extend their own deadlines to proxy.timeout (see proxy.Forward).
 	gwSrv := newServer(api.GatewayHandler(), cfg.Upstream.Timeout, log)
+	// A proxied exchange (its answer streamed back) may take up to proxy.timeout; a proxied upload
+	// extends its own read deadline as its body comes (see proxy.Forward).
+	for _, srv := range []*http.Server{apiSrv, gwSrv} {
+		srv.WriteTimeout = max(srv.WriteTimeout, cfg.Proxy.Timeout+10*time.Second)
+	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

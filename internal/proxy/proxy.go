@@ -90,7 +90,7 @@ type Options struct {
 	// MaxBody is the largest request body forwarded. Default DefaultMaxBody.
 	MaxBody int64
 	// Timeout bounds one exchange with DingTalk, retry and streaming of the answer included.
-	// Default DefaultTimeout.
+	// Default DefaultTimeout. The server's WriteTimeout must be longer (cmd/tokend sees to it).
 	Timeout time.Duration
 	// Transport makes the calls. Default: a transport of the proxy's own, honouring HTTPS_PROXY.
 	Transport http.RoundTripper
@@ -196,21 +196,17 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outcome, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), p.timeout)
 	defer cancel()
-	// The server's own read and write timeouts are sized for the small token API; a proxied
-	// exchange is bounded by proxy.timeout instead. The caller's body must keep coming, though: an
-	// upload that stalls for BodyIdle is cut off, as the server would. (Errors: the writer may not
-	// support deadlines.)
-	rc := http.NewResponseController(w)
-	end := time.Now().Add(p.timeout + 5*time.Second)
-	_ = rc.SetWriteDeadline(end)
 	if r.ContentLength > p.maxBody {
 		return Outcome{Status: http.StatusRequestEntityTooLarge, Result: "too_large"}, ErrBodyTooLarge
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// The server's ReadTimeout is sized for the token API's small bodies; an upload may take
+		// longer but must keep coming: one that stalls for BodyIdle is cut off, as the server would.
 		// Once the body is complete the server clears the read deadline itself, to watch the
-		// connection for the caller leaving.
+		// connection for the caller leaving. (Errors: the writer may not support deadlines.)
+		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(BodyIdle))
-		r.Body = &callerBody{ReadCloser: r.Body, rc: rc, end: end}
+		r.Body = &callerBody{ReadCloser: r.Body, rc: rc, end: time.Now().Add(p.timeout + 5*time.Second)}
 	}
 	body, err := p.readBody(r)
 	if err != nil {
