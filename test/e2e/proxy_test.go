@@ -311,7 +311,15 @@ func proxyBudget(t *testing.T, bins binaries) {
 		most = max(most, n)
 	}
 	elapsed := time.Since(start)
-	if most > 2*maxRPS || float64(len(times)) > maxRPS*(elapsed.Seconds()+1) {
+	limit, total := 2*maxRPS, maxRPS*(elapsed.Seconds()+1)
+	if blips := c.storeBlips(start); blips > 0 {
+		// A Redis operation slower than tokend's 1 s deadline leaves a replica on its local bucket
+		// (the same budget, for it alone) until its next ping: README, "Shared budget".
+		t.Logf("%d store blips during the run: each replica may have spent the budget alone for a moment", blips)
+		limit += len(c.replicas) * maxRPS
+		total += float64(len(c.replicas) * maxRPS)
+	}
+	if most > limit || float64(len(times)) > total {
 		t.Errorf("DingTalk got %d proxied calls in %v, at most %d in one second; budget %d/s for all replicas", len(times), elapsed.Round(time.Millisecond), most, maxRPS)
 	}
 	if statuses[http.StatusTooManyRequests] == 0 || statuses[http.StatusOK] != len(times) || statuses[http.StatusOK]+statuses[http.StatusTooManyRequests] != sum(statuses) || noRetryAfter > 0 {
