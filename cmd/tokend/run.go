@@ -211,6 +211,10 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 			return err
 		}
 		apiLn = tls.NewListener(apiLn, certs.config())
+		if gwLn != nil {
+			// The gateway carries the same client keys: the same TLS (and client certificates).
+			gwLn = tls.NewListener(gwLn, certs.config())
+		}
 	}
 	t.certs = certs
 	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
