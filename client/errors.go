@@ -23,6 +23,7 @@ var (
 	// ErrRateLimited: the same token was reported invalid again too soon (code "rate_limited", HTTP
 	// 429). The token is fine as far as DingTalk's token API is concerned: look for the problem
 	// elsewhere (permissions, wrong app, missing header). Error.RetryAfter says when to report again.
+	// From RobotSend: the robot sent its 20 messages of the last minute; the message was not sent.
 	ErrRateLimited = errors.New("rate limited")
 	// ErrUpstreamRejected: DingTalk refuses the app's credentials or tokend's egress IP (code
 	// "upstream_rejected", HTTP 502); Error.UpstreamCode has DingTalk's code. Retrying soon will not
@@ -31,6 +32,9 @@ var (
 	// ErrUpstreamUnavailable: tokend has no valid token and DingTalk is failing (code
 	// "upstream_unavailable", HTTP 503). Retry after Error.RetryAfter.
 	ErrUpstreamUnavailable = errors.New("upstream unavailable")
+	// ErrInvalidGrant: DingTalk refused a user's login code or refresh token: used, expired or
+	// unknown (code "invalid_grant", HTTP 400); Error.UpstreamCode has DingTalk's code.
+	ErrInvalidGrant = errors.New("invalid grant")
 )
 
 // Problem codes tokend sends in the "code" member of its problem documents.
@@ -42,6 +46,7 @@ const (
 	CodeRateLimited         = "rate_limited"
 	CodeUpstreamRejected    = "upstream_rejected"
 	CodeUpstreamUnavailable = "upstream_unavailable"
+	CodeInvalidGrant        = "invalid_grant"
 )
 
 // Error is an answer from tokend other than 200 OK, parsed from its application/problem+json body
@@ -105,6 +110,8 @@ func (e *Error) Is(target error) bool {
 		code = CodeUpstreamRejected
 	case ErrUpstreamUnavailable:
 		code = CodeUpstreamUnavailable
+	case ErrInvalidGrant:
+		code = CodeInvalidGrant
 	default:
 		return false
 	}

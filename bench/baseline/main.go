@@ -8,9 +8,8 @@
 //
 // -server default is a zero http.Server{Handler: h}: what Go itself costs, the floor of any Go
 // service and the reference of the hot-path goal. -server tokend adds the connection limits of
-// tokend's client API (newServer and listen in cmd/tokend; keep tokendServer in step with them), so
-// that the cost of those protections shows apart from the cost of tokend's own code; -server timeouts
-// has the same timeouts on a plain listener.
+// tokend's client API (newServer in cmd/tokend; keep tokendServer in step with it), so that the cost
+// of those protections shows apart from the cost of tokend's own code.
 //
 // Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
 package main
@@ -23,14 +22,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/tokend/tokend/internal/deadline"
 )
 
 func main() {
@@ -58,7 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
-	kind := fs.String("server", "default", "http.Server settings: `default` (Go's), timeouts (tokend's timeouts) or tokend (the timeouts on tokend's listener)")
+	kind := fs.String("server", "default", "http.Server settings: `default` (Go's) or tokend (tokend's timeouts)")
+	pprofAddr := fs.String("pprof-listen", "", "`address` to serve net/http/pprof on (none by default), for profiling the baseline as tokend is")
 	// Each timeout overrides the preset's when given, to measure one protection apart.
 	rht := fs.Duration("read-header-timeout", -1, "override ReadHeaderTimeout (0: none)")
 	rt := fs.Duration("read-timeout", -1, "override ReadTimeout (0: none)")
@@ -83,10 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch *kind {
 	case "default":
 		srv = &http.Server{Handler: h}
-	case "timeouts", "tokend":
+	case "tokend":
 		srv = tokendServer(h)
 	default:
-		return fmt.Errorf("-server %q: want default, timeouts or tokend", *kind)
+		return fmt.Errorf("-server %q: want default or tokend", *kind)
 	}
 	for _, o := range []struct {
 		v   time.Duration
@@ -100,11 +99,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *kind == "tokend" {
-		ln = deadline.Listener(ln, time.Second) // as cmd/tokend's listen
-	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if *pprofAddr != "" {
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		defer psrv.Close()
+		go func() { _ = psrv.Serve(pln) }()
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	select {
 	case err := <-errc:

@@ -30,7 +30,7 @@ type hotSide struct {
 	name string
 	p    *proc
 	url  string
-	ops  string // tokend's ops address, "" for the baselines
+	ops  string // where /debug/pprof/profile answers: tokend's ops address, the bare server's pprof; or ""
 }
 
 // hotRun is what one wrk run against one side measured.
@@ -70,6 +70,26 @@ func (b *tokendBins) Set(v string) error {
 		return fmt.Errorf("-tokend %q: want label=path", v)
 	}
 	*b = append(*b, tokendBin{label, path})
+	return nil
+}
+
+// baselineSpec is one more baseline side: a name and bench/baseline's flags.
+type baselineSpec struct {
+	name string
+	args []string
+}
+
+// baselineSpecs parses -baseline values: "name=-server default -write-timeout 45s".
+type baselineSpecs []baselineSpec
+
+func (b *baselineSpecs) String() string { return fmt.Sprint(*b) }
+
+func (b *baselineSpecs) Set(v string) error {
+	name, args, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("-baseline %q: want name=flags", v)
+	}
+	*b = append(*b, baselineSpec{name, strings.Fields(args)})
 	return nil
 }
 
@@ -126,10 +146,20 @@ func hotPhases(ctx context.Context, l *lab, o options, rep *report) error {
 		}
 	}
 	var bases []hotSide
-	for _, kind := range []string{"default", "tokend"} {
-		name := map[string]string{"default": "bare", "tokend": "bare+timeouts"}[kind]
-		p, addr, err := l.startAddr(ctx, "baseline-"+kind, filepath.Join(l.bin, "baseline"),
-			[]string{"-listen", "127.0.0.1:0", "-size", strconv.Itoa(len(body)), "-server", kind})
+	specs := append(baselineSpecs{{"bare", []string{"-server", "default"}}, {"bare+timeouts", []string{"-server", "tokend"}}}, o.baselines...)
+	for i, spec := range specs {
+		name := spec.name
+		args := []string{"-listen", "127.0.0.1:0", "-size", strconv.Itoa(len(body))}
+		pprofAddr := ""
+		if o.profileDir != "" && i == 0 { // the bare server's profile, to compare tokend's with
+			port, err := freePort()
+			if err != nil {
+				return err
+			}
+			pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
+			args = append(args, "-pprof-listen", pprofAddr)
+		}
+		p, addr, err := l.startAddr(ctx, fmt.Sprintf("baseline-%d", i), filepath.Join(l.bin, "baseline"), append(args, spec.args...))
 		if err != nil {
 			return err
 		}
@@ -137,7 +167,7 @@ func hotPhases(ctx context.Context, l *lab, o options, rep *report) error {
 		if code, b, err := l.get(ctx, url, benchKey); err != nil || code != 200 || len(b) != len(body) {
 			return fmt.Errorf("%s answers status %d with %d bytes (err %v), want 200 with %d", name, code, len(b), err, len(body))
 		}
-		bases = append(bases, hotSide{name: name, p: p, url: url})
+		bases = append(bases, hotSide{name: name, p: p, url: url, ops: pprofAddr})
 	}
 	sides = append(bases, sides...)
 	rep.bodySize = len(body)
@@ -320,7 +350,7 @@ func (r *report) hot(o options, sides []hotSide, runs [][]hotRun) {
 		}
 		r.printf("| %s | %.0f | %s | %.2f µs (%.2f–%.2f) | **%.3f** (%.3f–%.3f) |\n", s.name, median(rps), ms(time.Duration(median(p99))),
 			median(cpu), minOf(cpu), maxOf(cpu), median(ratio), minOf(ratio), maxOf(ratio))
-		if i >= 2 && strings.HasPrefix(s.name, "tokend ") {
+		if strings.HasPrefix(s.name, "tokend ") {
 			m := median(ratio)
 			r.check("hot path: "+s.name+" server CPU vs bare net/http", "≥ 0.90",
 				fmt.Sprintf("%.3f (median of %d rounds; min %.3f, max %.3f)", m, len(ratio), minOf(ratio), maxOf(ratio)), m >= 0.9)

@@ -49,6 +49,7 @@ type options struct {
 	// The hot phase: tokend binaries and log levels to compare, clients configured, CPUs to pin the
 	// servers and the load generator to, and where to store CPU profiles ("" for none).
 	tokends       tokendBins
+	baselines     baselineSpecs
 	levels        []string
 	clients       int
 	serverCPU     string
@@ -82,12 +83,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.ld.Duration, "duration", 5*time.Second, "length of one wrk run")
 	fs.IntVar(&o.rounds, "rounds", 7, "rounds of the hot-path comparison (every side once per round)")
 	fs.Var(&o.tokends, "tokend", "`label=path` of a tokend binary to compare (repeatable; default tokend=DIR/tokend)")
+	fs.Var(&o.baselines, "baseline", "`name=flags`: one more baseline side, bench/baseline run with these flags (repeatable)")
 	var levels string
 	fs.StringVar(&levels, "levels", "info,debug", "comma-separated log.level values to run each tokend with in the hot phase")
 	fs.IntVar(&o.clients, "clients", 100, "clients configured in the hot phase's tokend")
 	fs.StringVar(&o.serverCPU, "server-cpu", "1", "CPU list (taskset -c) for the servers of the hot phase; empty: no pinning")
 	fs.StringVar(&o.loadCPU, "load-cpu", "0", "CPU list (taskset -c) for wrk, Redis and the fake in the hot phase; empty: no pinning")
-	fs.StringVar(&o.profileDir, "profile-dir", "", "`dir`ectory to store a CPU profile of each tokend label \"tokend\" into (pprof on its ops port)")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "`dir`ectory to store CPU profiles into: of the bare server and of each tokend labelled \"tokend\" (pprof on its ops port)")
 	fs.StringVar(&o.profilePrefix, "profile-prefix", "", "file name prefix of the stored profiles")
 	fs.DurationVar(&o.window, "redis-window", 10*time.Second, "length of the idle and load windows of the redis phase")
 	fs.IntVar(&o.scaleApps, "scale-apps", 10000, "apps in the scale run")

@@ -25,6 +25,9 @@ func (a *auditLog) api(e httpapi.Event) {
 	if e.App != "" {
 		attrs = append(attrs, "app", e.App)
 	}
+	if e.Robot != "" {
+		attrs = append(attrs, "robot", e.Robot)
+	}
 	if e.Fingerprint != "" {
 		attrs = append(attrs, "token_fingerprint", e.Fingerprint)
 	}

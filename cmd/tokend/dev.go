@@ -33,6 +33,8 @@ func startDev() (*devEnv, error) {
 	const clientID = "dingdemoappkey"
 	fake := fakedingtalk.New(fakedingtalk.Options{})
 	fake.AddApp(clientID, hex.EncodeToString(secret))
+	robotToken, robotSecret := "demo-robot-"+hex.EncodeToString(secret[:8]), "SECdemo"+hex.EncodeToString(secret[8:])
+	fake.AddRobot(robotToken, robotSecret) // the demo robot: signed, 20 messages a minute, as DingTalk's
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("dev: fake DingTalk: %w", err)
@@ -60,7 +62,9 @@ func startDev() (*devEnv, error) {
 		}},
 		Proxy: config.Proxy{MaxRPS: config.DefaultProxyMaxRPS, MaxBody: config.DefaultProxyMaxBody, Timeout: config.DefaultProxyTimeout},
 		Clients: []config.Client{{Name: "dev", KeySHA256: config.HashKey(key), Apps: []string{"*"},
+			UserTokens: []string{"*"}, Streams: []string{"*"}, Robots: []string{"*"},
 			Proxy: map[string]proxyrule.Set{"demo": devRules()}}},
+		Robots: []config.Robot{{Name: "demo", AccessToken: robotToken, Secret: robotSecret}},
 	}
 	return &devEnv{cfg: cfg, key: key, fakeURL: fakeURL, close: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -87,5 +91,6 @@ func (d *devEnv) announce(w io.Writer, listen string) {
 	fmt.Fprintf(w, "tokend -dev: FAKE DingTalk at %s and an in-memory store. Not for production.\n", d.fakeURL)
 	fmt.Fprintf(w, "client key: %s\n", d.key)
 	fmt.Fprintf(w, "try:\n  curl -H 'Authorization: Bearer %s' http://%s/v1/apps/demo/access_token\n", d.key, listen)
+	fmt.Fprintf(w, "  curl -H 'Authorization: Bearer %s' -d '{\"msgtype\":\"text\",\"text\":{\"content\":\"hello\"}}' http://%s/v1/robots/demo/send\n", d.key, listen)
 	fmt.Fprintf(w, "or call DingTalk (the fake) through the proxy, tokend adding the token:\n  curl -H 'Authorization: Bearer %s' -d '{\"userid\":\"manager\"}' http://%s/v1/apps/demo/proxy/oapi/topapi/v2/user/get\n", d.key, listen)
 }

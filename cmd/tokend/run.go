@@ -20,7 +20,6 @@ import (
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
-	"github.com/tokend/tokend/internal/deadline"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/proxy"
@@ -115,6 +114,7 @@ type tokend struct {
 	audit  *auditLog
 	broker *broker.Broker
 	api    *httpapi.API
+	flows  *flows
 	certs  *tlsFiles // nil without TLS
 }
 
@@ -180,20 +180,27 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	if err != nil {
 		return err
 	}
-	t := &tokend{log: log, audit: audit, broker: b, api: api}
-
-	apiLn, err := listen(cfg.Listen)
+	fl, err := newFlows(cfg, st, up, b, log, reg)
 	if err != nil {
 		return err
 	}
-	opsLn, err := listen(cfg.OpsListen)
+	if err := fl.apply(cfg, api); err != nil {
+		return err
+	}
+	t := &tokend{log: log, audit: audit, broker: b, api: api, flows: fl}
+
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	opsLn, err := net.Listen("tcp", cfg.OpsListen)
 	if err != nil {
 		apiLn.Close()
-		return err
+		return fmt.Errorf("listen %s: %w", cfg.OpsListen, err)
 	}
 	var gwLn net.Listener
 	if cfg.GatewayListen != "" {
-		if gwLn, err = listen(cfg.GatewayListen); err != nil {
+		if gwLn, err = net.Listen("tcp", cfg.GatewayListen); err != nil {
 			apiLn.Close()
 			opsLn.Close()
 			return fmt.Errorf("listen %s: %w", cfg.GatewayListen, err)
@@ -283,19 +290,6 @@ loop:
 	log.Info("stopped")
 	return runErr
 }
-
-// listen listens on addr with connections that apply newServer's per-request deadlines only when
-// they must (see internal/deadline): never later than asked, at most deadlineSlack earlier.
-func listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return deadline.Listener(ln, deadlineSlack), nil
-}
-
-// deadlineSlack is how much earlier than asked a connection deadline may fall.
-const deadlineSlack = time.Second
 
 // newServer bounds every connection: a client that never finishes its headers or body is cut off
 // within seconds, and idle keep-alive connections are closed.
@@ -391,7 +385,10 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 	}
 	t.broker.Reload(ctx, brokerApps(next))
 	t.api.SetConfig(apiApps(next), apiClients(next))
-	running.Apps, running.Clients = next.Apps, next.Clients
+	if err := t.flows.apply(next, t.api); err != nil {
+		t.log.Error("reload: user tokens and robots keep their previous configuration", "err", err.Error())
+	}
+	running.Apps, running.Clients, running.Robots = next.Apps, next.Clients, next.Robots
 	t.log.Info("configuration reloaded", "apps", len(next.Apps), "clients", len(next.Clients))
 	t.audit.reload("applied", len(next.Apps), len(next.Clients))
 }

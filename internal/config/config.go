@@ -77,6 +77,8 @@ type Config struct {
 	// Clients holds the API clients, in file order, with unique names and key hashes.
 	Clients []Client
 	Debug   Debug // see debug.go
+	// Robots are the DingTalk group robots tokend sends through (flows.go), in file order.
+	Robots []Robot
 }
 
 // Log configures the process logger.
@@ -199,6 +201,11 @@ type Client struct {
 	// Proxy holds, by app name, the DingTalk calls tokend makes for the client through the proxy.
 	// An app not in the map may not be proxied.
 	Proxy map[string]proxyrule.Set
+	// UserTokens, Streams and Robots name the apps (robots) whose user tokens, Stream tickets (robot
+	// sends) the client may ask for; AllApps grants all. Empty: none (deny by default).
+	UserTokens []string
+	Streams    []string
+	Robots     []string
 }
 
 // Problem is one thing wrong with a configuration.

@@ -28,6 +28,7 @@ type rawConfig struct {
 	Apps      []rawApp    `yaml:"apps"`
 	Clients   []rawClient `yaml:"clients"`
 	Debug     rawDebug    `yaml:"debug"`
+	Robots    []rawRobot  `yaml:"robots"`
 }
 
 type rawTLS struct {
@@ -91,12 +92,16 @@ type rawApp struct {
 }
 
 type rawClient struct {
-	Name      string              `yaml:"name"`
-	KeySHA256 string              `yaml:"key_sha256"`
-	CertNames []string            `yaml:"cert_names"`
-	Apps      []string            `yaml:"apps"`
-	RateLimit *rawLimit           `yaml:"rate_limit"`
-	Proxy     map[string][]string `yaml:"proxy"`
+	Name      string    `yaml:"name"`
+	KeySHA256 string    `yaml:"key_sha256"`
+	CertNames []string  `yaml:"cert_names"`
+	Apps      []string  `yaml:"apps"`
+	RateLimit *rawLimit `yaml:"rate_limit"`
+	// Part 2 permissions (flows.go, proxy.go).
+	UserTokens []string            `yaml:"user_tokens"`
+	Streams    []string            `yaml:"streams"`
+	Robots     []string            `yaml:"robots"`
+	Proxy      map[string][]string `yaml:"proxy"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded

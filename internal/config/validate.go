@@ -93,6 +93,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	}
 	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
 	cfg.Clients = c.clients(raw.Clients, names, cfg.TLS, cfg.RateLimit)
+	c.flows(raw, cfg) // robots and the clients' user_tokens, streams, robots (flows.go)
 	c.proxy(raw, cfg)
 	return cfg
 }
@@ -214,8 +215,9 @@ func (c *checker) clients(raw []rawClient, appNames map[string]int, t *TLS, defa
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		// A client that only uses the proxy may have no apps (it then never sees a token).
-		if len(rc.Apps) > 0 || len(rc.Proxy) == 0 {
+		// A client that only uses Part 2 features (the proxy, user tokens, Stream tickets, robots)
+		// may have no apps: it then never sees a token.
+		if len(rc.Apps) > 0 || (!rc.flowsOnly() && len(rc.Proxy) == 0) {
 			cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
 		}
 		cl.Proxy = c.clientProxy(path+".proxy", rc.Proxy, appNames)

@@ -130,6 +130,7 @@ type Server struct {
 	apiAt   []time.Time   // arrival of API endpoint calls, the last maxAPITimes
 	changed chan struct{} // closed and replaced at every state change
 	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
+	flows   flowState     // user tokens, Stream tickets, robots (flows.go); its own lock
 }
 
 // New returns a Server with no apps and no faults.

@@ -34,6 +34,8 @@ func (s *Server) routes() *http.ServeMux {
 	s.isvRoutes(mux)
 	// Control API.
 	s.controlRoutes(mux)
+	// User tokens, Stream tickets, robots, and their control routes.
+	s.flowRoutes(mux)
 	// Anything else: the legacy host's answer for an unknown URI (HTTP 200, errcode 404).
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeLegacyError(w, 404, "请求的URI地址不存在")

@@ -127,12 +127,16 @@ type streamOpenRequest struct {
 	LocalIP string `json:"localIp"`
 }
 
-// gatewayOpen serves POST /v1.0/gateway/connections/open. Only suites have Stream in the fake so far;
-// when internal apps get it too, this is the one handler of the route: it decodes the body once and
-// hands it to openSuiteStream or to the internal apps' equivalent by clientId.
+// gatewayOpen serves POST /v1.0/gateway/connections/open, the one handler of the route: it decodes
+// the body once and hands it to openAppStream (an internal app's clientId, flows.go) or to
+// openSuiteStream.
 func (s *Server) gatewayOpen(w http.ResponseWriter, r *http.Request) {
 	var req streamOpenRequest
 	parsed := readNewJSON(w, r, &req)
+	if parsed && s.isInternalApp(req.ClientID) {
+		s.openAppStream(w, r, req)
+		return
+	}
 	s.openSuiteStream(w, r, req, parsed)
 }
 

@@ -80,9 +80,10 @@ type Options struct {
 // Event is a security-relevant happening on the client API, for the audit log. It never holds a key
 // or a token, only a token's fingerprint.
 type Event struct {
-	Type        string // auth_failure, forbidden, invalidate
+	Type        string // auth_failure, forbidden, invalidate, user_token, stream_ticket, robot_send
 	Client      string
 	App         string
+	Robot       string
 	Fingerprint string
 	Result      string
 	Remote      string
@@ -100,7 +101,8 @@ type API struct {
 	fwd    Forwarder
 	paudit func(ProxyEvent)
 
-	cfg atomic.Pointer[surface]
+	cfg   atomic.Pointer[surface]
+	flows atomic.Pointer[flowSurface] // user tokens, Stream tickets, robots (flows.go)
 }
 
 // surface is the replaceable part of the configuration, swapped whole on reload.

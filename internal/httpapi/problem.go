@@ -71,6 +71,9 @@ func problemFor(err error) problem {
 		bad         *badRequestError
 		banned      *proxy.BannedError
 	)
+	if p, ok := flowProblem(err); ok { // user tokens, Stream tickets, robots (flows.go)
+		return p
+	}
 	switch {
 	case errors.Is(err, errUnauthenticated):
 		return problem{status: http.StatusUnauthorized, code: codeUnauthenticated, detail: err.Error()}

@@ -1,85 +1,125 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
-	"path"
 	"strings"
 )
 
-// router routes the client API with net/http's ServeMux, answering unknown paths and methods with
-// tokend's problems. It routes in place: ServeMux sets the path values and r.Pattern on the request
-// itself, where chi's Mux copies the request (and allocates a context node and a path-value map) on
-// every request, about a third of the hot path's own CPU in BenchmarkGetAccessToken (see
-// docs/benchmarks.md). The ops API, which is not on the hot path, stays on chi.
+// router routes the client API: a list of routes matched segment by segment, in place. It sets the
+// path values and r.Pattern on the request itself, where chi's Mux copies the request (and allocates a
+// context node) on every request, and where net/http's ServeMux spends as much again stripping the
+// host, cleaning the path and walking its tree (see docs/benchmarks.md). The ops API, which is not on
+// the hot path, stays on chi.
+//
+// A pattern is a path whose segments are literals, {name} (one non-empty segment) or, last,
+// {name...} (the rest of the path, possibly empty). Requests are matched as they were written: on
+// the escaped path when it carries percent-escapes, as chi did, so "/v1/apps/cr%6d/access_token"
+// names the app "cr%6d", never crm. A path that fits no route gets 404 (so do unclean ones: "..",
+// "//", a trailing slash never fit a pattern); one that fits a route for another method gets 405.
 type router struct {
-	mux   *http.ServeMux
-	paths map[string]bool
+	routes []route
 }
 
-func newRouter() *router {
-	rt := &router{mux: http.NewServeMux(), paths: map[string]bool{}}
-	rt.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoRoute) })
-	return rt
+type route struct {
+	method  string
+	pattern string   // "/v1/apps/{app}/access_token": r.Pattern and the metrics label
+	segs    []string // "v1", "apps", "{app}", "access_token"
+	h       http.HandlerFunc
 }
 
-func methodNotAllowed(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errMethodNotAllowed) }
+func newRouter() *router { return &router{} }
 
-// handle serves method on the path pattern p ("/v1/apps/{app}/access_token") with h. Any other
-// method on p gets 405, HEAD included (ServeMux would hand a HEAD to the GET handler).
-func (rt *router) handle(method, p string, h http.HandlerFunc) {
-	rt.mux.HandleFunc(method+" "+p, h)
-	if method == http.MethodGet {
-		rt.mux.HandleFunc(http.MethodHead+" "+p, methodNotAllowed)
+// handle serves method on pattern with h. An invalid pattern is a programming error: it panics, as
+// net/http's ServeMux does.
+func (rt *router) handle(method, pattern string, h http.HandlerFunc) {
+	if !strings.HasPrefix(pattern, "/") {
+		panic(fmt.Sprintf("httpapi: pattern %q does not start with /", pattern))
 	}
-	if !rt.paths[p] {
-		rt.paths[p] = true
-		rt.mux.HandleFunc(p, methodNotAllowed)
+	segs := strings.Split(pattern[1:], "/")
+	for i, s := range segs {
+		wild := strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}")
+		if s == "" || strings.ContainsAny(s, "{}") && !wild || strings.HasSuffix(s, "...}") && i != len(segs)-1 {
+			panic(fmt.Sprintf("httpapi: invalid pattern %q", pattern))
+		}
 	}
+	rt.routes = append(rt.routes, route{method: method, pattern: pattern, segs: segs, h: h})
 }
 
 func (rt *router) get(p string, h http.HandlerFunc)  { rt.handle(http.MethodGet, p, h) }
 func (rt *router) post(p string, h http.HandlerFunc) { rt.handle(http.MethodPost, p, h) }
 
-// ServeHTTP answers 404 for a path that is not clean (dot segments, double or trailing slashes, also
-// percent-encoded) where ServeMux would redirect to the cleaned path, so a client is never sent on to
-// another route or another app's; and for "*" or any other path not starting with a slash.
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
-		writeProblem(w, errNoRoute)
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	otherMethod := false
+	for i := range rt.routes {
+		rte := &rt.routes[i]
+		if !rte.match(p, nil) {
+			continue
+		}
+		if rte.method != r.Method {
+			otherMethod = true
+			continue
+		}
+		rte.match(p, r)
+		r.Pattern = rte.pattern
+		rte.h(w, r)
 		return
 	}
-	rt.mux.ServeHTTP(w, r)
+	if otherMethod {
+		writeProblem(w, errMethodNotAllowed)
+		return
+	}
+	writeProblem(w, errNoRoute)
 }
 
-// routeOf is the metrics label of a request: the pattern of the route that served it, without the
-// method ("/v1/apps/{app}/access_token"), or "unmatched". Never the raw path.
+// match reports whether the path p fits the route; given r, it also sets r's path values from p.
+func (rte *route) match(p string, r *http.Request) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	rest := p[1:]
+	for i, seg := range rte.segs {
+		if name, ok := strings.CutSuffix(seg, "...}"); ok {
+			if r != nil {
+				r.SetPathValue(name[1:], rest)
+			}
+			return true
+		}
+		last := i == len(rte.segs)-1
+		s, after, more := strings.Cut(rest, "/")
+		if more == last {
+			return false // the path has more segments than the pattern, or fewer
+		}
+		rest = after
+		if seg[0] != '{' {
+			if s != seg {
+				return false
+			}
+			continue
+		}
+		if s == "" {
+			return false
+		}
+		if r != nil {
+			r.SetPathValue(seg[1:len(seg)-1], s)
+		}
+	}
+	return true
+}
+
+// routeOf is the metrics label of a request: the pattern of the route that served it
+// ("/v1/apps/{app}/access_token"), or "unmatched". Never the raw path.
 func routeOf(r *http.Request) string {
 	p := r.Pattern
-	if i := strings.IndexByte(p, ' '); i >= 0 {
+	if i := strings.IndexByte(p, ' '); i >= 0 { // a pattern of chi or ServeMux with its method
 		p = p[i+1:]
 	}
 	if p == "" || p == "/" {
 		return "unmatched"
 	}
 	return p
-}
-
-// pathValue is r.PathValue(name) as the client wrote it: when the path carries percent-escapes it is
-// the segment undecoded, as chi matched it. An app name never needs an escape, so "cr%6d" names no
-// app, not crm, and "crm%2Fx" is not crm either.
-func pathValue(r *http.Request, name string) string {
-	raw := r.URL.RawPath
-	if raw == "" {
-		return r.PathValue(name)
-	}
-	_, pat, _ := strings.Cut(r.Pattern, " ")
-	want := "{" + name + "}"
-	for i, seg := range strings.Split(pat, "/") {
-		if seg == want {
-			if segs := strings.Split(raw, "/"); i < len(segs) {
-				return segs[i]
-			}
-		}
-	}
-	return r.PathValue(name)
 }

@@ -17,6 +17,9 @@ func (a *API) Handler() http.Handler {
 	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
+	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
+	r.post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
+	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
 	// The proxy routes (every method, any DingTalk path) are matched before the router, which would
 	// turn a path with dot segments into a 404: for them it is a 400 (proxy.go).
 	return a.instrument(recoverPanics(a.log)(noStore(a.withProxy(r))))

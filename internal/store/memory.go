@@ -43,6 +43,7 @@ type Memory struct {
 	budgets map[budgetKey]budget
 	subs    map[*memSub]struct{}
 	isv     isvMemory // suite tickets and leases (isv.go)
+	flows   memFlows  // named locks and sliding windows (memory_flows.go)
 }
 
 // budgetKey names one budget; the window is part of it, as it is of the window number in Redis.

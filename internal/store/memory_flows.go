@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// memFlows is Memory's state for the operations of flows.go. Its zero value is ready; it is guarded
+// by Memory.mu.
+type memFlows struct {
+	locks   map[string]memEntry
+	windows map[string][]time.Time // slot times, oldest first
+}
+
+// TryLockName takes the lock called name for owner for ttl if nobody holds it, and reports whether
+// it did. ttl is rounded up to a whole millisecond; a ttl <= 0 is an error.
+func (m *Memory) TryLockName(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if ttl <= 0 {
+		return false, errInvalidTTL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if l, ok := m.flows.locks[name]; ok && now.Before(l.expiresAt) {
+		return false, nil
+	}
+	if m.flows.locks == nil {
+		m.flows.locks = make(map[string]memEntry)
+	}
+	m.flows.locks[name] = memEntry{value: owner, expiresAt: now.Add(ceilMillis(ttl))}
+	return true, nil
+}
+
+// UnlockName releases the lock called name if owner still holds it; otherwise it does nothing.
+func (m *Memory) UnlockName(ctx context.Context, name, owner string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.flows.locks[name]; ok && l.value == owner {
+		delete(m.flows.locks, name)
+	}
+	return nil
+}
+
+// TakeSlot takes one slot in the sliding window called name, which admits limit slots in any period
+// of window by m's clock. It returns 0 when the slot was taken; otherwise how long until the oldest
+// slot leaves the window, and nothing was taken. id only has to be non-empty (Redis needs it to tell
+// slots apart). A limit or window that is not positive is an error.
+func (m *Memory) TakeSlot(ctx context.Context, name string, limit int, window time.Duration, id string) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := checkBudget(limit, window); err != nil {
+		return 0, err
+	}
+	if id == "" {
+		return 0, errEmptyID
+	}
+	w := ceilMillis(window)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Whole milliseconds, as Redis's TIME is read in the Redis store.
+	now := time.UnixMilli(m.now().UnixMilli())
+	slots := m.flows.windows[name]
+	keep := 0
+	for keep < len(slots) && !slots[keep].After(now.Add(-w)) {
+		keep++
+	}
+	slots = slots[keep:]
+	if len(slots) >= limit {
+		m.flows.windows[name] = slots
+		return max(time.Millisecond, slots[0].Add(w).Sub(now)), nil
+	}
+	if m.flows.windows == nil {
+		m.flows.windows = make(map[string][]time.Time)
+	}
+	m.flows.windows[name] = append(slots, now)
+	return 0, nil
+}
