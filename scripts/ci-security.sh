@@ -31,6 +31,8 @@ FUZZ_TARGETS="
 ./internal/httpapi FuzzProxyHandler
 ./internal/callback FuzzOpen
 ./internal/suite FuzzReceive
+./dingtalkapi FuzzParse
+./internal/store FuzzDecodeEvent
 "
 
 step() { printf '\n== %s\n' "$*"; }

@@ -17,6 +17,7 @@ import (
 // tokend headers as per-request common headers: the call reaches the fake DingTalk with the app's
 // token and DingTalk's answer comes back as the SDK expects it; a wrong key is refused.
 func TestGatewayNodeSDK(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	if testing.Short() {
 		t.Skip("installs the Node.js SDK and runs real processes: skipped with -short")
 	}

@@ -24,6 +24,7 @@ import (
 // TestProxy runs the proxy as it runs in production: real tokend processes sharing a real Redis in
 // front of the fake DingTalk, whose API endpoints validate the tokens they are given.
 func TestProxy(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	if testing.Short() {
 		t.Skip("the proxy suite runs real processes: skipped with -short")
 	}
