@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tokend/tokend/client"
@@ -20,6 +21,8 @@ import (
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/fakedingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/proxy"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/store"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -89,6 +92,40 @@ func listDepartments(ctx context.Context, base, accessToken string) ([]byte, err
 	}
 	defer resp.Body.Close()
 	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+// HTTPClient sends code written for DingTalk's own URLs through tokend's proxy: no token, no
+// allowlisted egress IP needed. tokend adds the token and recovers from a revoked one by itself.
+func ExampleClient_HTTPClient() {
+	env := startExampleTokend()
+	defer env.stop()
+	tc, err := client.New(env.baseURL, env.key, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dt := tc.HTTPClient("crm") // the app whose token tokend adds
+
+	// Someone resets the app's secret at DingTalk: tokend's token stops working there.
+	tok, _ := tc.AccessToken(context.Background(), "crm")
+	env.fake.Revoke(tok.Value)
+
+	resp, err := dt.Post("https://oapi.dingtalk.com/topapi/v2/user/get", "application/json",
+		strings.NewReader(`{"userid":"manager"}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Errcode int `json:"errcode"`
+		Result  struct {
+			Name string `json:"name"`
+		} `json:"result"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	fmt.Println(resp.StatusCode, answer.Errcode, answer.Result.Name)
+
+	// Output:
+	// 200 0 Fake User manager
 }
 
 // A handler serving the dd.config parameters an H5 page asks for. The page sends its own URL;
@@ -172,11 +209,26 @@ func startExampleTokend() *exampleEnv {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The proxy forwards calls to the fake as it would to DingTalk, for the example client's rules.
+	px, err := proxy.New(proxy.Options{Tokens: b, APIBase: dtSrv.URL, OAPIBase: dtSrv.URL})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var rules proxyrule.Set
+	for _, text := range []string{"* api:/**", "* oapi:/**"} {
+		r, err := proxyrule.Parse(text)
+		if err != nil {
+			log.Fatal(err)
+		}
+		rules = append(rules, r)
+	}
 	api, err := httpapi.New(httpapi.Options{
 		Broker: b,
 		Apps: []httpapi.App{{Name: "crm", Type: "dingtalk", JSAPITicket: true,
 			CorpID: "dingexamplecorp", AgentID: "1000001"}},
-		Clients: []httpapi.Client{{Name: "example", KeySHA256: config.HashKey(key), Apps: []string{"*"}}},
+		Clients: []httpapi.Client{{Name: "example", KeySHA256: config.HashKey(key), Apps: []string{"*"},
+			Proxy: map[string]proxyrule.Set{"crm": rules}}},
+		Proxy: px,
 	})
 	if err != nil {
 		log.Fatal(err)

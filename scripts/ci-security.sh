@@ -26,8 +26,13 @@ FUZZ_TARGETS="
 ./internal/httpapi FuzzHandler
 ./internal/dingtalk FuzzParse
 ./internal/dingtalk FuzzScrub
+./internal/proxyrule FuzzClean
+./internal/proxyrule FuzzParse
+./internal/httpapi FuzzProxyHandler
 ./internal/callback FuzzOpen
 ./internal/suite FuzzReceive
+./dingtalkapi FuzzParse
+./internal/store FuzzDecodeEvent
 "
 
 step() { printf '\n== %s\n' "$*"; }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/fakedingtalk"
+	"github.com/tokend/tokend/internal/proxyrule"
 )
 
 // devEnv is what -dev runs besides tokend itself: the embedded fake DingTalk.
@@ -59,8 +60,10 @@ func startDev() (*devEnv, error) {
 			Name: "demo", Type: config.TypeDingTalk, ClientID: clientID, ClientSecret: hex.EncodeToString(secret),
 			TokenAPI: "v1", JSAPITicket: true, CorpID: "dingdemocorpid", AgentID: "1000001", SignatureHash: "sha1",
 		}},
+		Proxy: config.Proxy{MaxRPS: config.DefaultProxyMaxRPS, MaxBody: config.DefaultProxyMaxBody, Timeout: config.DefaultProxyTimeout},
 		Clients: []config.Client{{Name: "dev", KeySHA256: config.HashKey(key), Apps: []string{"*"},
-			UserTokens: []string{"*"}, Streams: []string{"*"}, Robots: []string{"*"}}},
+			UserTokens: []string{"*"}, Streams: []string{"*"}, Robots: []string{"*"},
+			Proxy: map[string]proxyrule.Set{"demo": devRules()}}},
 		Robots: []config.Robot{{Name: "demo", AccessToken: robotToken, Secret: robotSecret}},
 	}
 	return &devEnv{cfg: cfg, key: key, fakeURL: fakeURL, close: func() {
@@ -70,10 +73,24 @@ func startDev() (*devEnv, error) {
 	}}, nil
 }
 
+// devRules let the demo client proxy every call of the demo app.
+func devRules() proxyrule.Set {
+	var s proxyrule.Set
+	for _, text := range []string{"* api:/**", "* oapi:/**"} {
+		r, err := proxyrule.Parse(text)
+		if err != nil {
+			panic(err) // constant rules
+		}
+		s = append(s, r)
+	}
+	return s
+}
+
 // announce prints what a new user needs to try the demo.
 func (d *devEnv) announce(w io.Writer, listen string) {
 	fmt.Fprintf(w, "tokend -dev: FAKE DingTalk at %s and an in-memory store. Not for production.\n", d.fakeURL)
 	fmt.Fprintf(w, "client key: %s\n", d.key)
 	fmt.Fprintf(w, "try:\n  curl -H 'Authorization: Bearer %s' http://%s/v1/apps/demo/access_token\n", d.key, listen)
 	fmt.Fprintf(w, "  curl -H 'Authorization: Bearer %s' -d '{\"msgtype\":\"text\",\"text\":{\"content\":\"hello\"}}' http://%s/v1/robots/demo/send\n", d.key, listen)
+	fmt.Fprintf(w, "or call DingTalk (the fake) through the proxy, tokend adding the token:\n  curl -H 'Authorization: Bearer %s' -d '{\"userid\":\"manager\"}' http://%s/v1/apps/demo/proxy/oapi/topapi/v2/user/get\n", d.key, listen)
 }

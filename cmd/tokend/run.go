@@ -22,6 +22,7 @@ import (
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/proxy"
 	"github.com/tokend/tokend/internal/store"
 )
 
@@ -148,9 +149,22 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		UpstreamTimeout: cfg.Upstream.Timeout,
 		FailureRetry:    cfg.Upstream.FailureRetry,
 		MaxRPS:          cfg.Upstream.MaxRPS,
+		EgressRPS:       cfg.Proxy.MaxRPS,
 		Logger:          log,
 		Registerer:      reg,
 		OnRefresh:       audit.refresh,
+	})
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Options{
+		Tokens:     b,
+		Gate:       b, // the shared egress budget (proxy.max_rps) and IP-ban pause
+		APIBase:    cfg.DingTalk.APIBase,
+		OAPIBase:   cfg.DingTalk.OAPIBase,
+		MaxBody:    cfg.Proxy.MaxBody,
+		Timeout:    cfg.Proxy.Timeout,
+		Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -165,6 +179,8 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		Gatherer:   reg,
 		Audit:      audit.api,
 		Pprof:      cfg.Debug.Pprof,
+		Proxy:      px,
+		ProxyAudit: audit.proxy,
 	})
 	if err != nil {
 		return err
@@ -191,27 +207,55 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 		apiLn.Close()
 		return fmt.Errorf("listen %s: %w", cfg.OpsListen, err)
 	}
+	var gwLn net.Listener
+	if cfg.GatewayListen != "" {
+		if gwLn, err = net.Listen("tcp", cfg.GatewayListen); err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			return fmt.Errorf("listen %s: %w", cfg.GatewayListen, err)
+		}
+	}
+	// The callback listener (isv.go) is DingTalk's way in: plain HTTP, its own crypto.
+	var cbLn net.Listener
+	if cfg.CallbackListen != "" {
+		if cbLn, err = net.Listen("tcp", cfg.CallbackListen); err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			if gwLn != nil {
+				gwLn.Close()
+			}
+			return fmt.Errorf("listen %s: %w", cfg.CallbackListen, err)
+		}
+	}
 	var certs *tlsFiles
 	if cfg.TLS != nil {
 		certs = &tlsFiles{}
 		if err := certs.load(cfg.TLS); err != nil {
 			apiLn.Close()
 			opsLn.Close()
+			if gwLn != nil {
+				gwLn.Close()
+			}
+			if cbLn != nil {
+				cbLn.Close()
+			}
 			return err
 		}
 		apiLn = tls.NewListener(apiLn, certs.config())
+		if gwLn != nil {
+			// The gateway carries the same client keys: the same TLS (and client certificates).
+			gwLn = tls.NewListener(gwLn, certs.config())
+		}
 	}
 	t.certs = certs
 	apiSrv := newServer(api.Handler(), cfg.Upstream.Timeout, log)
 	opsSrv := newServer(api.OpsHandler(), cfg.Upstream.Timeout, log)
-	var cbLn net.Listener
 	cbSrv := newServer(cbs.handler(), cfg.Upstream.Timeout, log)
-	if cfg.CallbackListen != "" {
-		if cbLn, err = net.Listen("tcp", cfg.CallbackListen); err != nil {
-			apiLn.Close()
-			opsLn.Close()
-			return fmt.Errorf("listen %s: %w", cfg.CallbackListen, err)
-		}
+	gwSrv := newServer(api.GatewayHandler(), cfg.Upstream.Timeout, log)
+	// A proxied exchange (its answer streamed back) may take up to proxy.timeout; a proxied upload
+	// extends its own read deadline as its body comes (see proxy.Forward).
+	for _, srv := range []*http.Server{apiSrv, gwSrv} {
+		srv.WriteTimeout = max(srv.WriteTimeout, cfg.Proxy.Timeout+10*time.Second)
 	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
@@ -219,14 +263,19 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 	wg.Go(func() { _ = b.Run(brokerCtx) })
 	streamed := append([]config.App(nil), cfg.Apps...) // reload replaces cfg.Apps meanwhile
 	wg.Go(func() { runStreams(brokerCtx, streamed, st, up, b, log) })
-	serveErr := make(chan error, 3)
+	serveErr := make(chan error, 4)
 	wg.Go(func() { serveErr <- ignoreClosed(apiSrv.Serve(apiLn)) })
 	wg.Go(func() { serveErr <- ignoreClosed(opsSrv.Serve(opsLn)) })
+	gwAddr := ""
+	if gwLn != nil {
+		gwAddr = gwLn.Addr().String()
+		wg.Go(func() { serveErr <- ignoreClosed(gwSrv.Serve(gwLn)) })
+	}
 	if cbLn != nil {
 		wg.Go(func() { serveErr <- ignoreClosed(cbSrv.Serve(cbLn)) })
 		log.Info("callback listener serving", "callback_listen", cbLn.Addr().String())
 	}
-	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(),
+	log.Info("tokend serving", "version", version, "listen", apiLn.Addr().String(), "ops_listen", opsLn.Addr().String(), "gateway_listen", gwAddr,
 		"apps", len(cfg.Apps), "clients", len(cfg.Clients), "store", storeKind(cfg), "tls", cfg.TLS != nil)
 	onListen(apiLn.Addr().String())
 
@@ -252,11 +301,18 @@ loop:
 	// broker (which releases any refresh lock it holds) and close the store.
 	log.Info("shutting down")
 	b.Drain()
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*cfg.Upstream.Timeout+10*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(2*cfg.Upstream.Timeout, cfg.Proxy.Timeout)+10*time.Second)
 	defer cancel()
+	var shutWG sync.WaitGroup
+	shutWG.Go(func() {
+		if err := gwSrv.Shutdown(shutCtx); err != nil {
+			log.Warn("gateway shutdown incomplete", "err", err)
+		}
+	})
 	if err := apiSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("client API shutdown incomplete", "err", err)
 	}
+	shutWG.Wait()
 	if err := opsSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("ops shutdown incomplete", "err", err)
 	}
@@ -336,7 +392,7 @@ func apiClients(cfg *config.Config) []httpapi.Client {
 	clients := make([]httpapi.Client, 0, len(cfg.Clients))
 	for _, c := range cfg.Clients {
 		clients = append(clients, httpapi.Client{Name: c.Name, KeySHA256: c.KeySHA256, CertNames: c.CertNames, Apps: c.Apps,
-			SuiteTickets: c.SuiteTickets, RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst})
+			SuiteTickets: c.SuiteTickets, RPS: c.RateLimit.RPS, Burst: c.RateLimit.Burst, Proxy: c.Proxy})
 	}
 	return clients
 }
@@ -350,10 +406,10 @@ func (t *tokend) reload(ctx context.Context, running *config.Config, path string
 		t.audit.reload("rejected", len(running.Apps), len(running.Clients))
 		return
 	}
-	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || next.CallbackListen != running.CallbackListen ||
-		!sameStore(next.Store, running.Store) ||
-		(next.TLS == nil) != (running.TLS == nil) {
-		t.log.Warn("reload: listen, ops_listen, store and turning tls on or off take effect only after a restart")
+	if next.Listen != running.Listen || next.OpsListen != running.OpsListen || !sameStore(next.Store, running.Store) ||
+		(next.TLS == nil) != (running.TLS == nil) || next.GatewayListen != running.GatewayListen || next.Proxy != running.Proxy ||
+		next.CallbackListen != running.CallbackListen {
+		t.log.Warn("reload: listen, ops_listen, gateway_listen, callback_listen, store, proxy and turning tls on or off take effect only after a restart")
 	}
 	if t.certs != nil && next.TLS != nil {
 		if err := t.certs.load(next.TLS); err != nil {

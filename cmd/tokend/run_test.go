@@ -127,6 +127,19 @@ func TestDevModeAsANewUserTriesIt(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"ticket":"fake-jt-`) {
 		t.Fatalf("demo ticket: %d %s", code, body)
 	}
+	// The proxy curl printed next to it: tokend calls the (fake) DingTalk with the demo app's token.
+	proxied := stdout.await(t, regexp.MustCompile(`curl -H '[^']*' -d '[^']*' (http://\S+/proxy/\S+)`))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, proxied, strings.NewReader(`{"userid":"manager"}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"errcode":0`) || !strings.Contains(string(raw), "Fake User manager") {
+		t.Fatalf("the proxy curl got %d %s", resp.StatusCode, raw)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("run returned %v after shutdown, want nil", err)
 	}

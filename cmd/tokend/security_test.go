@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/fakedingtalk"
+	"github.com/tokend/tokend/internal/proxy"
 	"github.com/tokend/tokend/internal/redistest"
 )
 
@@ -129,6 +130,8 @@ clients:
   - name: billing
     key_sha256: %[7]s
     apps: [crm, hr, org, flaky]
+    proxy:
+      crm: ["* oapi:/topapi/**", "GET api:/v1.0/contact/users/*", "POST oapi:/media/upload"]
   - name: admin
     key_sha256: %[8]s
     apps: ["*"]
@@ -609,6 +612,24 @@ func badRequests(t *testing.T, d *secDeployment, addr string) {
 		{"invalid UTF-8 in the path", rawRequest("GET", "/v1/apps/\xff\xfe/access_token", adminKey, nil, ""), []int{400, 404}, ""},
 		{"encoded invalid UTF-8 in the path", rawRequest("GET", "/v1/apps/%ff%fe/access_token", adminKey, nil, ""), []int{404}, "app_not_found"},
 		{"absolute form naming another app", rawRequest("GET", "http://evil.example/v1/apps/hr/access_token", narrowKey, nil, ""), []int{403}, "forbidden"},
+		// The proxy (billing may proxy crm's /topapi/**, GET api:/v1.0/contact/users/* and the upload).
+		{"proxied call", rawRequest("POST", "/v1/apps/crm/proxy/oapi/topapi/v2/user/get", billingKey, nil, `{"userid":"u1"}`), []int{200}, ""},
+		{"proxied new-API call", rawRequest("GET", "/v1/apps/crm/proxy/api/v1.0/contact/users/u1", billingKey, []string{"X-Acs-Dingtalk-Access-Token: placeholder"}, ""), []int{200}, ""},
+		{"proxy, dot segments", rawRequest("POST", "/v1/apps/crm/proxy/oapi/topapi/../gettoken", billingKey, nil, "{}"), []int{400}, "bad_request"},
+		{"proxy, encoded dot segments", rawRequest("GET", "/v1/apps/crm/proxy/oapi/topapi/%2e%2E/gettoken?appkey=dingcrm", billingKey, nil, ""), []int{400}, "bad_request"},
+		{"proxy, path parameter dot segments", rawRequest("GET", "/v1/apps/crm/proxy/oapi/topapi/..;/gettoken", billingKey, nil, ""), []int{400}, "bad_request"},
+		{"proxy, encoded slash", rawRequest("GET", "/v1/apps/crm/proxy/api/v1.0/contact/users/a%2F..%2F..%2Foauth2", billingKey, nil, ""), []int{400}, "bad_request"},
+		{"proxy, double slash", rawRequest("GET", "/v1/apps/crm/proxy/oapi/topapi//x", billingKey, nil, ""), []int{400}, "bad_request"},
+		{"proxy, backslash", rawRequest("GET", "/v1/apps/crm/proxy/oapi/topapi/%5C..%5Cgettoken", billingKey, nil, ""), []int{400}, "bad_request"},
+		{"proxy, no rule", rawRequest("GET", "/v1/apps/crm/proxy/oapi/gettoken?appkey=dingcrm", billingKey, nil, ""), []int{403}, "forbidden"},
+		{"proxy, wrong method", rawRequest("DELETE", "/v1/apps/crm/proxy/api/v1.0/contact/users/u1", billingKey, nil, ""), []int{403}, "forbidden"},
+		{"proxy, app without rules", rawRequest("POST", "/v1/apps/hr/proxy/oapi/topapi/x", billingKey, nil, "{}"), []int{403}, "forbidden"},
+		{"proxy, client without rules", rawRequest("POST", "/v1/apps/crm/proxy/oapi/topapi/x", narrowKey, nil, "{}"), []int{403}, "forbidden"},
+		{"proxy, unknown family", rawRequest("GET", "/v1/apps/crm/proxy/web/x", billingKey, nil, ""), []int{404}, "not_found"},
+		{"proxy, declared body over max_body", "POST /v1/apps/crm/proxy/oapi/media/upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer " + billingKey +
+			"\r\nContent-Length: 30000000\r\n\r\nxyz", []int{413}, "request_too_large"},
+		{"proxy, bad chunked body", "POST /v1/apps/crm/proxy/oapi/media/upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer " + billingKey +
+			"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", []int{400}, ""},
 		// Unknown apps.
 		{"unknown app, limited client", rawRequest("GET", "/v1/apps/nope/access_token", narrowKey, nil, ""), []int{403}, "forbidden"},
 		{"unknown app, all-apps client", rawRequest("GET", "/v1/apps/nope/access_token", adminKey, nil, ""), []int{404}, "app_not_found"},
@@ -731,6 +752,9 @@ func slowClients(t *testing.T, addr string) {
 		{"half the headers", "GET /v1/apps HTTP/1.1\r\nHost: tokend.test\r\nAuthorization: Bearer " + narrowKey[:8], srv.ReadHeaderTimeout},
 		{"half the body", "POST /v1/apps/crm/access_token/invalidate HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + narrowKey +
 			"\r\nContent-Length: 100\r\n\r\n{\"access_token\":", srv.ReadTimeout},
+		// A proxied upload may take longer than ReadTimeout, but not stall for longer (proxy.BodyIdle).
+		{"half a proxied upload", "POST /v1/apps/crm/proxy/oapi/media/upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + billingKey +
+			"\r\nContent-Length: 1000000\r\n\r\n" + strings.Repeat("u", 100<<10), proxy.BodyIdle},
 	}
 	const perCase = 10
 	var wg sync.WaitGroup

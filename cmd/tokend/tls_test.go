@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,7 @@ func TestTLSWithClientCertificatesBearerKeysAndRateLimits(t *testing.T) {
 	sum := config.HashKey(d.key)
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 ops_listen: 127.0.0.1:0
+gateway_listen: 127.0.0.1:0
 store:
   redis:
     url: %s
@@ -94,6 +96,8 @@ clients:
   - name: billing
     cert_names: [billing.internal]
     apps: [crm]
+    proxy:
+      crm: ["GET api:/v1.0/contact/users/*"]
   - name: batch
     key_sha256: %s
     apps: [crm]
@@ -149,6 +153,25 @@ clients:
 		resp.Body.Close()
 		if resp.StatusCode == 200 {
 			t.Fatal("plain HTTP served a token on a TLS listener")
+		}
+	}
+	// The gateway listener serves the same TLS, and knows clients by their certificates too.
+	gw := stderr.await(t, regexp.MustCompile(`"msg":"tokend serving".*?"gateway_listen":"([^"]+)"`))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+gw+"/v1.0/contact/users/u1", nil)
+	req.Header.Set("X-Tokend-App", "crm")
+	resp, err := clientWith(ccert, ckey).Do(req)
+	if err != nil {
+		t.Fatalf("gateway over TLS: %v", err)
+	}
+	gwBody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(gwBody), `"unionId":"u1"`) {
+		t.Fatalf("gateway over TLS with a client certificate: %d %s", resp.StatusCode, gwBody)
+	}
+	if resp, err := plain.Get("http://" + gw + "/v1.0/contact/users/u1"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP proxied a call on the TLS gateway")
 		}
 	}
 	// The bearer-key client, limited to a burst of 2 at 0.5/s.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/signature"
 )
 
@@ -58,11 +59,15 @@ type Config struct {
 	Listen string
 	// OpsListen is the host:port of /metrics, /healthz and /readyz.
 	OpsListen string
-	Log       Log
-	Store     Store
-	Refresh   Refresh
-	Upstream  Upstream
-	DingTalk  DingTalk
+	// GatewayListen, when not "", is the host:port of the gateway listener (DingTalk's own paths).
+	GatewayListen string
+	// Proxy configures proxied DingTalk calls.
+	Proxy    Proxy
+	Log      Log
+	Store    Store
+	Refresh  Refresh
+	Upstream Upstream
+	DingTalk DingTalk
 	// Apps holds at least one app, in file order, with unique names.
 	// TLS, when set, serves the client API over TLS (and, with a client CA, accepts client certificates).
 	TLS *TLS
@@ -195,11 +200,15 @@ type Client struct {
 	CertNames []string
 	// RateLimit is the client's limit (the top-level rate_limit unless the client sets its own).
 	RateLimit RateLimit
-	// Apps are the names of the apps the client may use; AllApps grants all of them.
+	// Apps are the names of the apps the client may use; AllApps grants all of them. It may be empty
+	// for a client that only uses the proxy.
 	Apps []string
 	// SuiteTickets names the third-party apps whose suite tickets the client may hand in; AllApps
 	// grants all of them (isv.go).
 	SuiteTickets []string
+	// Proxy holds, by app name, the DingTalk calls tokend makes for the client through the proxy.
+	// An app not in the map may not be proxied.
+	Proxy map[string]proxyrule.Set
 	// UserTokens, Streams and Robots name the apps (robots) whose user tokens, Stream tickets (robot
 	// sends) the client may ask for; AllApps grants all. Empty: none (deny by default).
 	UserTokens []string

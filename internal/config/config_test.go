@@ -206,6 +206,7 @@ func TestParseFull(t *testing.T) {
 				TokenAPI: "v1", SignatureHash: "sha1",
 			},
 		},
+		Proxy: Proxy{MaxRPS: DefaultProxyMaxRPS, MaxBody: DefaultProxyMaxBody, Timeout: DefaultProxyTimeout},
 		Clients: []Client{
 			{Name: "billing", KeySHA256: mustHash(t, hashA), Apps: []string{"crm"}},
 			{Name: "ops", KeySHA256: mustHash(t, hashB), Apps: []string{"*"}},
@@ -275,6 +276,7 @@ apps:
 		Refresh:   Refresh{Margin: 10 * time.Minute},
 		Upstream:  Upstream{Timeout: 10 * time.Second, FailureRetry: 30 * time.Second, MaxRPS: 50},
 		DingTalk:  DingTalk{APIBase: "https://api.dingtalk.com", OAPIBase: "https://oapi.dingtalk.com"},
+		Proxy:     Proxy{MaxRPS: 300, MaxBody: 20 << 20, Timeout: 30 * time.Second},
 		Apps: []App{{
 			Name: "crm", Type: "dingtalk", ClientID: "k", ClientSecret: secretLiteral,
 			TokenAPI: "v1", SignatureHash: "sha1",
@@ -701,8 +703,11 @@ func TestLoadExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(config.example.yaml): %v", err)
 	}
-	if len(cfg.Apps) != 2 || len(cfg.Clients) != 1 {
-		t.Fatalf("example has %d apps and %d clients, want 2 and 1", len(cfg.Apps), len(cfg.Clients))
+	if len(cfg.Apps) != 2 || len(cfg.Clients) != 2 {
+		t.Fatalf("example has %d apps and %d clients, want 2 and 2", len(cfg.Apps), len(cfg.Clients))
+	}
+	if sync := cfg.Clients[1]; len(sync.Apps) != 0 || len(sync.Proxy["crm"]) != 3 {
+		t.Errorf("example proxy-only client not as documented")
 	}
 	crm, old := cfg.Apps[0], cfg.Apps[1]
 	if crm.Name != "crm" || crm.Type != TypeDingTalk || crm.ClientSecret != secretEnvValue || !crm.JSAPITicket ||

@@ -16,6 +16,8 @@ import (
 type rawConfig struct {
 	Listen    string      `yaml:"listen"`
 	OpsListen string      `yaml:"ops_listen"`
+	Gateway   string      `yaml:"gateway_listen"`
+	Proxy     rawProxy    `yaml:"proxy"`
 	Log       rawLog      `yaml:"log"`
 	Store     rawStore    `yaml:"store"`
 	Refresh   rawRefresh  `yaml:"refresh"`
@@ -107,10 +109,11 @@ type rawClient struct {
 	RateLimit *rawLimit `yaml:"rate_limit"`
 	// SuiteTickets names the apps whose suite tickets the client may hand in (isv.go).
 	SuiteTickets []string `yaml:"suite_tickets"`
-	// Part 2 permissions (flows.go).
-	UserTokens []string `yaml:"user_tokens"`
-	Streams    []string `yaml:"streams"`
-	Robots     []string `yaml:"robots"`
+	// Part 2 permissions (flows.go, proxy.go).
+	UserTokens []string            `yaml:"user_tokens"`
+	Streams    []string            `yaml:"streams"`
+	Robots     []string            `yaml:"robots"`
+	Proxy      map[string][]string `yaml:"proxy"`
 }
 
 // decode decodes data strictly. It returns a nil *rawConfig when nothing useful could be decoded
@@ -214,6 +217,19 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			w.walk(v, ft, p)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.c.addBad(path, fmt.Sprintf("line %d: must be a mapping", n.Line))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				w.c.addBad(path, fmt.Sprintf("line %d: keys must be plain names", k.Line))
+				continue
+			}
+			w.walk(v, t.Elem(), join(path, k.Value))
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {

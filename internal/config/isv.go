@@ -170,7 +170,7 @@ func (c *checker) isvTop(raw *rawConfig, cfg *Config) {
 	if raw.CallbackListen != "" {
 		if h, p, ok := c.hostPort("callback_listen", raw.CallbackListen, true); ok && p != 0 {
 			wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-			for _, other := range []struct{ key, addr string }{{"listen", cfg.Listen}, {"ops_listen", cfg.OpsListen}} {
+			for _, other := range []struct{ key, addr string }{{"listen", cfg.Listen}, {"ops_listen", cfg.OpsListen}, {"gateway_listen", cfg.GatewayListen}} {
 				oh, op, err := splitHostPortNum(other.addr)
 				if err == nil && op == p && (oh == h || wildcard(oh) || wildcard(h)) {
 					c.addf("callback_listen", "%s must differ from %s (%s)", shown(raw.CallbackListen), other.key, shown(other.addr))

@@ -158,6 +158,10 @@ func TestISVRules(t *testing.T) {
 			[]string{"apps[2].callback: needs callback_listen"}},
 		{"callback listener clashes", func(m map[string]any) { m["callback_listen"] = "127.0.0.1:8080" },
 			[]string{`callback_listen: "127.0.0.1:8080" must differ from listen`}},
+		{"callback listener clashes with the gateway", func(m map[string]any) {
+			m["gateway_listen"] = "127.0.0.1:8443"
+			m["callback_listen"] = "127.0.0.1:8443"
+		}, []string{`callback_listen: "127.0.0.1:8443" must differ from gateway_listen`}},
 		{"callback listener bad", func(m map[string]any) { m["callback_listen"] = "nope" },
 			[]string{`callback_listen: "nope" must be host:port`}},
 		{"bad corp", func(m map[string]any) { app(m, 2)["corps"] = []any{"dingcorpa", "a/b", "dingcorpa"} },

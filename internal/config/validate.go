@@ -93,8 +93,9 @@ func (c *checker) config(raw *rawConfig) *Config {
 	}
 	cfg.RateLimit = c.rateLimit("rate_limit", raw.RateLimit)
 	cfg.Clients = c.clients(raw.Clients, names, cfg.TLS, cfg.RateLimit)
-	c.isvTop(raw, cfg) // callback_listen and the clients' suite_tickets (isv.go)
-	c.flows(raw, cfg)  // robots and the clients' user_tokens, streams, robots (flows.go)
+	c.flows(raw, cfg) // robots and the clients' user_tokens, streams, robots (flows.go)
+	c.proxy(raw, cfg)
+	c.isvTop(raw, cfg) // callback_listen (after gateway_listen) and the clients' suite_tickets (isv.go)
 	return cfg
 }
 
@@ -215,9 +216,12 @@ func (c *checker) clients(raw []rawClient, appNames map[string]int, t *TLS, defa
 		if rc.RateLimit != nil {
 			cl.RateLimit = c.rateLimit(path+".rate_limit", *rc.RateLimit)
 		}
-		if len(rc.Apps) > 0 || (!rc.flowsOnly() && len(rc.SuiteTickets) == 0) {
+		// A client that only uses Part 2 features (the proxy, user tokens, Stream tickets, robots,
+		// suite tickets) may have no apps: it then never sees a token.
+		if len(rc.Apps) > 0 || (!rc.flowsOnly() && len(rc.Proxy) == 0 && len(rc.SuiteTickets) == 0) {
 			cl.Apps = c.clientApps(path+".apps", rc.Apps, appNames)
 		}
+		cl.Proxy = c.clientProxy(path+".proxy", rc.Proxy, appNames)
 		clients = append(clients, cl)
 	}
 	return clients

@@ -70,6 +70,10 @@ type Options struct {
 type Counts struct {
 	Token  int `json:"token"`
 	Ticket int `json:"ticket"`
+	// API counts calls of the API endpoints (api.go) made with a token of the key.
+	API int `json:"api"`
+	// Aborted counts calls whose client gave up while a fault held them.
+	Aborted int `json:"aborted"`
 }
 
 // Issued is one value the fake handed out.
@@ -123,6 +127,7 @@ type Server struct {
 	issued  []*Issued
 	byValue map[string]*Issued
 	ips     map[string]*ipState
+	apiAt   []time.Time   // arrival of API endpoint calls, the last maxAPITimes
 	changed chan struct{} // closed and replaced at every state change
 	isv     isvState      // third-party suites, corps and the Stream gateway (isv.go, stream.go)
 	flows   flowState     // user tokens, Stream tickets, robots (flows.go); its own lock
@@ -349,9 +354,16 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 		cnt = &Counts{}
 		s.calls[c.key] = cnt
 	}
-	if c.endpoint == EndpointToken {
+	switch c.endpoint {
+	case EndpointToken:
 		cnt.Token++
-	} else {
+	case EndpointAPI:
+		cnt.API++
+		s.apiAt = append(s.apiAt, now)
+		if len(s.apiAt) > maxAPITimes {
+			s.apiAt = s.apiAt[len(s.apiAt)-maxAPITimes/2:]
+		}
+	default:
 		cnt.Ticket++
 	}
 	s.total++
@@ -374,6 +386,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
+			s.aborted(c.key)
 			return false, false
 		case <-s.closed:
 			panic(http.ErrAbortHandler)
@@ -387,6 +400,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 	case FaultHang:
 		select {
 		case <-r.Context().Done():
+			s.aborted(c.key)
 			return false, false
 		case <-s.closed:
 			panic(http.ErrAbortHandler) // drop the connection

@@ -16,7 +16,7 @@ const (
 	// FaultNone answers normally (after the fault's Latency, if any).
 	FaultNone FaultMode = iota
 	// FaultBadCredentials: token calls get the wrong-secret error (40096 for appkey, 40089 for corpid,
-	// 400 invalidClientIdOrSecret); ticket calls get the family's invalid-token error.
+	// 400 invalidClientIdOrSecret); ticket and API calls get the family's invalid-token error.
 	FaultBadCredentials
 	// FaultIPNotAllowed: 60020 / 403 Forbidden.AccessDenied.IpNotInWhiteList, naming Options.ClientIP.
 	FaultIPNotAllowed
@@ -102,6 +102,7 @@ const (
 	EndpointAll    = ""
 	EndpointToken  = "token"  // /v1.0/oauth2/accessToken and /gettoken
 	EndpointTicket = "ticket" // /v1.0/oauth2/jsapiTickets and /get_jsapi_ticket
+	EndpointAPI    = "api"    // the API endpoints of api.go (what tokend proxies)
 )
 
 // Fault is injected misbehaviour. Its JSON form is {"mode":"busy","latency":"2s","endpoint":"token"}
@@ -111,8 +112,8 @@ type Fault struct {
 	// Latency delays the answer (whatever the mode); the delay ends early, without an answer, when the
 	// client gives up. It is real time, not the injected clock.
 	Latency time.Duration
-	// Endpoint limits the fault to EndpointToken or EndpointTicket; EndpointAll ("") is both. Any
-	// other value matches nothing.
+	// Endpoint limits the fault to EndpointToken, EndpointTicket or EndpointAPI; EndpointAll ("") is
+	// all of them. Any other value matches nothing.
 	Endpoint string
 }
 
@@ -152,7 +153,7 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 		}
 	}
 	switch j.Endpoint {
-	case EndpointAll, EndpointToken, EndpointTicket:
+	case EndpointAll, EndpointToken, EndpointTicket, EndpointAPI:
 	default:
 		return fmt.Errorf("unknown endpoint %q", j.Endpoint)
 	}

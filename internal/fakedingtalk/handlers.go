@@ -28,6 +28,8 @@ func (s *Server) routes() *http.ServeMux {
 	// Legacy API (oapi.dingtalk.com).
 	mux.HandleFunc("GET /gettoken", s.legacyGetToken)
 	mux.HandleFunc("GET /get_jsapi_ticket", s.legacyGetJSAPITicket)
+	// API endpoints that take a token, as a proxied call would use them (api.go).
+	s.apiRoutes(mux)
 	// Third-party suites, Stream gateway and their control API (isv_routes.go).
 	s.isvRoutes(mux)
 	// Control API.
@@ -204,7 +206,7 @@ func (s *Server) writeFault(w http.ResponseWriter, c call, mode FaultMode) {
 	var p pair
 	switch mode {
 	case FaultBadCredentials:
-		if c.endpoint == EndpointTicket {
+		if c.endpoint == EndpointTicket || c.endpoint == EndpointAPI {
 			writeInvalidToken(w, c.legacy)
 			return
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/signature"
 	"github.com/tokend/tokend/internal/token"
 )
@@ -54,6 +55,8 @@ type Client struct {
 	// RPS and Burst limit the client's requests on this replica; RPS 0 means no limit.
 	RPS   float64
 	Burst int
+	// Proxy holds, by app, the DingTalk calls the client may make through the proxy.
+	Proxy map[string]proxyrule.Set
 }
 
 // Options configures an API. Broker is required.
@@ -75,6 +78,10 @@ type Options struct {
 	Audit func(Event)
 	// Pprof serves net/http/pprof under /debug/pprof/ on the ops API (config debug.pprof).
 	Pprof bool
+	// Proxy, if set, serves the proxy routes and the gateway listener; ProxyAudit receives one
+	// event per proxied call.
+	Proxy      Forwarder
+	ProxyAudit func(ProxyEvent)
 }
 
 // Event is a security-relevant happening on the client API, for the audit log. It never holds a key
@@ -100,6 +107,8 @@ type API struct {
 	m      *httpMetrics
 	gather prometheus.Gatherer
 	pprof  bool
+	fwd    Forwarder
+	paudit func(ProxyEvent)
 
 	cfg   atomic.Pointer[surface]
 	flows atomic.Pointer[flowSurface] // user tokens, Stream tickets, robots (flows.go)
@@ -119,6 +128,7 @@ type client struct {
 	apps    map[string]bool
 	tickets map[string]bool // suite_tickets; "*" for all
 	limiter *limiter        // nil: no limit
+	proxy   map[string]proxyrule.Set
 }
 
 // New builds an API.
@@ -142,7 +152,11 @@ func New(opts Options) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	a := &API{broker: opts.Broker, isv: opts.ISV, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof}
+	if opts.ProxyAudit == nil {
+		opts.ProxyAudit = func(ProxyEvent) {}
+	}
+	a := &API{broker: opts.Broker, isv: opts.ISV, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof,
+		fwd: opts.Proxy, paudit: opts.ProxyAudit}
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }
@@ -159,7 +173,7 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		s.order = append(s.order, &app)
 	}
 	for _, c := range clients {
-		cl := &client{name: c.Name, apps: map[string]bool{}, tickets: map[string]bool{}}
+		cl := &client{name: c.Name, apps: map[string]bool{}, tickets: map[string]bool{}, proxy: c.Proxy}
 		for _, name := range c.SuiteTickets {
 			cl.tickets[name] = true
 		}

@@ -114,7 +114,8 @@ var fuzzNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 
 // Routes are the patterns a tokend_http_requests_total route label may take.
 var fuzzRoutes = map[string]bool{"/v1/apps": true, "/v1/apps/{app}/access_token": true, "/v1/apps/{app}/jsapi_ticket": true,
-	"/v1/apps/{app}/access_token/invalidate": true, "/v1/apps/{app}/jsapi_signature": true, "unmatched": true}
+	"/v1/apps/{app}/access_token/invalidate": true, "/v1/apps/{app}/jsapi_signature": true, "unmatched": true,
+	"/v1/apps/{app}/proxy/{family}/{path...}": true}
 
 // FuzzHandler drives the client API with fuzzed requests: method, target, credentials (none, a
 // billing key limited to crm, an all-apps key, a rate-limited key, a wrong key or a fuzzed
@@ -166,6 +167,8 @@ func FuzzHandler(f *testing.F) {
 		{"GET", "/v1/apps/crm/access_token", 2, "", "", "", modeOpaque},
 		{"GET", "http://evil.example/v1/apps/crm/access_token", 1, "", "", "", modeOK},
 		{"OPTIONS", "*", 1, "", "", "", modeOK},
+		{"GET", "/v1/apps/crm/proxy/api/v1.0/x", 1, "", "", "", modeOK},
+		{"POST", "/v1/apps/crm/proxy/oapi/../../x", 2, "", "", "{}", modeOK},
 	} {
 		f.Add(s.method, s.target, s.auth, s.hname, s.hvalue, []byte(s.body), s.mode)
 	}

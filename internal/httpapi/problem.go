@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/proxy"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/signature"
 )
 
@@ -31,6 +33,9 @@ const (
 	codeRateLimited         = "rate_limited"
 	codeUpstreamRejected    = "upstream_rejected"
 	codeUpstreamUnavailable = "upstream_unavailable"
+	codeRequestTooLarge     = "request_too_large"
+	codeUpstreamUnreachable = "upstream_unreachable"
+	codeUpstreamTimeout     = "upstream_timeout"
 	codeInternal            = "internal"
 	codeCorpNotFound        = "corp_not_found"
 	codeSuiteTicketMissing  = "suite_ticket_missing"
@@ -67,6 +72,7 @@ func problemFor(err error) problem {
 		limited     *clientLimitError
 		spent       *broker.RateLimitedError
 		bad         *badRequestError
+		banned      *proxy.BannedError
 	)
 	if p, ok := flowProblem(err); ok { // user tokens, Stream tickets, robots (flows.go)
 		return p
@@ -84,6 +90,26 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusInternalServerError, code: codeInternal, detail: err.Error()}
 	case errors.As(err, &limited):
 		return problem{status: http.StatusTooManyRequests, code: codeRateLimited, detail: limited.Error(), retryAfter: limited.retryAfter}
+	// The proxy's own failures (proxy.go); DingTalk's answers pass through untouched.
+	case errors.Is(err, proxyrule.ErrBadPath):
+		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the DingTalk path must not have empty, . or .. segments, an encoded /, a backslash or ;"}
+	case errors.Is(err, errProxyDenied):
+		return problem{status: http.StatusForbidden, code: codeForbidden, detail: err.Error()}
+	case errors.Is(err, errNoFamily), errors.Is(err, errProxyDisabled):
+		return problem{status: http.StatusNotFound, code: codeNotFound, detail: err.Error()}
+	case errors.Is(err, errProxyMethod):
+		return problem{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, detail: err.Error()}
+	case errors.Is(err, proxy.ErrRequestBody):
+		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: "the request body could not be read"}
+	case errors.Is(err, proxy.ErrBodyTooLarge):
+		return problem{status: http.StatusRequestEntityTooLarge, code: codeRequestTooLarge, detail: "the request body is larger than proxy.max_body"}
+	case errors.Is(err, proxy.ErrUpstreamTimeout):
+		return problem{status: http.StatusGatewayTimeout, code: codeUpstreamTimeout, detail: "DingTalk did not answer within proxy.timeout"}
+	case errors.Is(err, proxy.ErrUpstreamUnreachable):
+		return problem{status: http.StatusBadGateway, code: codeUpstreamUnreachable, detail: "DingTalk could not be reached"}
+	case errors.As(err, &banned):
+		return problem{status: http.StatusServiceUnavailable, code: codeUpstreamUnavailable,
+			detail: "DingTalk blocks this egress IP; every proxied call pauses", upstreamCode: "ip_ban", retryAfter: banned.RetryAfter}
 	case errors.As(err, &bad):
 		return problem{status: http.StatusBadRequest, code: codeBadRequest, detail: bad.msg}
 	case errors.Is(err, signature.ErrBadURL):

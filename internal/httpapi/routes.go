@@ -27,7 +27,9 @@ func (a *API) Handler() http.Handler {
 	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
 	r.post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
 	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
-	return a.instrument(recoverPanics(a.log)(noStore(r)))
+	// The proxy routes (every method, any DingTalk path) are matched before the router, which would
+	// turn a path with dot segments into a 404: for them it is a 400 (proxy.go).
+	return a.instrument(recoverPanics(a.log)(noStore(a.withProxy(r))))
 }
 
 // OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,

@@ -18,6 +18,7 @@ import (
 // the record while a replica fetches, and a lock holder shut down mid-refresh. Each scenario has its
 // own fake DingTalk, Redis and replicas, like TestChaos's.
 func TestBrokerFailures(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	if testing.Short() {
 		t.Skip("runs real processes: skipped with -short")
 	}

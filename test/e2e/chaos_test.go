@@ -15,6 +15,7 @@ import (
 // DingTalk) and breaks things for real. Each scenario is a subtest with its own fake DingTalk, Redis
 // and replicas, asserts its invariants, and logs one summary line with its figures.
 func TestChaos(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	if testing.Short() {
 		t.Skip("the chaos suite runs real processes for minutes: skipped with -short")
 	}

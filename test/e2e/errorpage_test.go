@@ -17,6 +17,7 @@ import (
 // being fetched from DingTalk on every replica, and the app itself is fetched again as soon as the
 // page goes away, not five minutes later.
 func TestProxyErrorPage(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	if testing.Short() {
 		t.Skip("runs real processes: skipped with -short")
 	}

@@ -154,6 +154,7 @@ func (fc *flowsCluster) flowCalls() fakedingtalk.FlowCounts {
 }
 
 func TestFlowsAcrossReplicas(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	fc := startFlowsCluster(t)
 
 	t.Run("OneCodeOnThreeReplicasOneCall", func(t *testing.T) {

@@ -388,6 +388,8 @@ type spec struct {
 	retry      time.Duration // upstream.failure_retry
 	// initial, if not zero, is a global fault in place before tokend starts.
 	initial fakedingtalk.Fault
+	// clientYAML is appended to the client's entry (indented for it) and extraYAML to the file.
+	clientYAML, extraYAML string
 }
 
 // app is one configured app, with the credentials the fake knows it by.
@@ -416,6 +418,7 @@ type replica struct {
 	i        int
 	proc     *process
 	api, ops string // base URLs
+	gateway  string // base URL of the gateway listener, "" without one
 }
 
 func randomHex(t *testing.T, n int) string {
@@ -511,6 +514,7 @@ func (c *cluster) announced(r *replica) {
 		Msg       string `json:"msg"`
 		Listen    string `json:"listen"`
 		OpsListen string `json:"ops_listen"`
+		Gateway   string `json:"gateway_listen"`
 	}
 	_, err := r.proc.out.await(ctx, r.proc.done, func(line string) bool {
 		return json.Unmarshal([]byte(line), &addrs) == nil && addrs.Msg == "tokend serving"
@@ -519,6 +523,9 @@ func (c *cluster) announced(r *replica) {
 		t.Fatalf("replica %d did not announce its addresses: %v", r.i, err)
 	}
 	r.api, r.ops = "http://"+addrs.Listen, "http://"+addrs.OpsListen
+	if addrs.Gateway != "" {
+		r.gateway = "http://" + addrs.Gateway
+	}
 }
 
 // writeConfig writes the one configuration file every replica reads.
@@ -540,6 +547,8 @@ func (c *cluster) writeConfig() string {
 		}
 	}
 	fmt.Fprintf(&b, "clients:\n  - name: chaos\n    key_sha256: %s\n    apps: [\"*\"]\n", hex.EncodeToString(sum[:]))
+	b.WriteString(s.clientYAML)
+	b.WriteString(s.extraYAML)
 	path := filepath.Join(c.dir, "tokend.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
