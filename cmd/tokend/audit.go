@@ -61,7 +61,11 @@ func (a *auditLog) reload(result string, apps, clients int) {
 // proxy writes the contract's "proxy" event: one per proxied call, allowed or not. The path has no
 // query (which may carry a placeholder token); status is what the caller got.
 func (a *auditLog) proxy(e httpapi.ProxyEvent) {
-	a.l.Info("audit", "event", "proxy", "result", e.Result, "client", e.Client, "app", e.App, "method", e.Method,
-		"family", e.Family, "path", e.Path, "status", e.Status, "upstream_code", e.UpstreamCode, "retried", e.Retried,
-		"remote", e.Remote)
+	attrs := []any{"event", "proxy", "result", e.Result, "client", e.Client, "app", e.App}
+	if e.Corp != "" {
+		attrs = append(attrs, "corp", e.Corp)
+	}
+	attrs = append(attrs, "method", e.Method, "family", e.Family, "path", e.Path, "status", e.Status,
+		"upstream_code", e.UpstreamCode, "retried", e.Retried, "remote", e.Remote)
+	a.l.Info("audit", attrs...)
 }

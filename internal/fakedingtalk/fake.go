@@ -513,6 +513,16 @@ const (
 // ownerLocked returns the app a presented access token belongs to ("" if unknown) and its state.
 func (s *Server) ownerLocked(value string, now time.Time) (string, tokenState) {
 	i := s.byValue[value]
+	if v := s.isv.byValue[value]; i == nil && value != "" && v != nil && v.Kind == token.AccessToken && v.Corp != "" {
+		// A third-party app's corp token calls the corp's APIs; a rotated or relieved one is dead.
+		if v.validAt(now) {
+			return v.Suite, tokenValid
+		}
+		if !v.EndedAt.IsZero() {
+			return v.Suite, tokenRevoked
+		}
+		return v.Suite, tokenExpired
+	}
 	switch {
 	case value == "" || i == nil || i.Kind != token.AccessToken:
 		return "", tokenUnknown

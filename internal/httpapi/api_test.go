@@ -54,6 +54,9 @@ func (s *stubBroker) Invalidate(_ context.Context, app, value string) (token.Tok
 	}
 	return s.tokens[token.Key{App: app, Kind: token.AccessToken}], nil
 }
+func (s *stubBroker) InvalidateKey(ctx context.Context, k token.Key, value string) (token.Token, error) {
+	return s.Invalidate(ctx, k.App, value)
+}
 func (s *stubBroker) Status() []broker.AppStatus { return s.statuses }
 func (s *stubBroker) Ready() bool                { return s.ready }
 func (s *stubBroker) StoreUp() bool              { return s.storeUp }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/proxy"
 	"github.com/tokend/tokend/internal/proxyrule"
 )
@@ -19,6 +21,8 @@ type Forwarder interface {
 // token or the query.
 type ProxyEvent struct {
 	Client, App, Method, Family string
+	// Corp is the third-party app's corp whose token was used, "" for the app's own.
+	Corp string
 	// Path is DingTalk's path, without the query.
 	Path string
 	// Status is what the caller got; UpstreamCode is DingTalk's error code, if any.
@@ -46,8 +50,11 @@ const statusClientClosed = 499
 // maxAuditPath bounds the path written to the audit log.
 const maxAuditPath = 512
 
-// proxyPattern is the proxy routes' pattern, their metrics label.
-const proxyPattern = "/v1/apps/{app}/proxy/{family}/{path...}"
+// proxyPattern and corpProxyPattern are the proxy routes' patterns, their metrics labels.
+const (
+	proxyPattern     = "/v1/apps/{app}/proxy/{family}/{path...}"
+	corpProxyPattern = "/v1/apps/{app}/corps/{corp}/proxy/{family}/{path...}"
+)
 
 // withProxy serves the proxy routes, /v1/apps/{app}/proxy/{family}/{path...} for every method, and
 // hands every other request to next. It reads the path as the caller escaped it: the DingTalk path is
@@ -62,11 +69,21 @@ func (a *API) withProxy(next http.Handler) http.Handler {
 			return
 		}
 		parts := strings.SplitN(p, "/", 7) // "", v1, apps, {app}, proxy, {family}, {path...}
-		if len(parts) < 6 || parts[3] == "" || parts[4] != "proxy" {
+		if len(parts) >= 6 && parts[4] == "corps" {
+			// "", v1, apps, {app}, corps, {corp}, proxy, {family}, {path...}
+			if parts = strings.SplitN(p, "/", 9); len(parts) < 8 || parts[3] == "" || parts[5] == "" || parts[6] != "proxy" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			r.Pattern = corpProxyPattern
+			r.SetPathValue("corp", parts[5])
+			parts = append(parts[:4], parts[6:]...) // as the app's route: "", v1, apps, {app}, proxy, …
+		} else if len(parts) < 6 || parts[3] == "" || parts[4] != "proxy" {
 			next.ServeHTTP(w, r)
 			return
+		} else {
+			r.Pattern = proxyPattern
 		}
-		r.Pattern = proxyPattern
 		r.SetPathValue("app", parts[3])
 		r.SetPathValue("family", parts[5])
 		rest := ""
@@ -85,7 +102,7 @@ func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 		writeProblem(w, errNoFamily)
 		return
 	}
-	a.serveProxy(w, r, c, r.PathValue("app"), fam, "/"+r.PathValue("path"))
+	a.serveProxy(w, r, c, r.PathValue("app"), r.PathValue("corp"), fam, "/"+r.PathValue("path"))
 }
 
 // GatewayHandler returns the gateway listener: DingTalk's own paths (/v1.0/… to the api family,
@@ -135,13 +152,14 @@ func (a *API) gateway(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(path, "/v1.0/") {
 		fam = proxyrule.API
 	}
-	a.serveProxy(w, r, c, app, fam, path)
+	a.serveProxy(w, r, c, app, r.Header.Get("X-Tokend-Corp"), fam, path)
 }
 
 // serveProxy checks the path and the client's rules, then forwards. escaped is DingTalk's path as
 // the caller escaped it.
-func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app string, fam proxyrule.Family, escaped string) {
-	ev := ProxyEvent{Client: c.name, App: app, Method: r.Method, Family: string(fam), Path: escaped, Remote: r.RemoteAddr}
+// corp, when not "", names a third-party app's corp whose token is used.
+func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app, corp string, fam proxyrule.Family, escaped string) {
+	ev := ProxyEvent{Client: c.name, App: app, Corp: corp, Method: r.Method, Family: string(fam), Path: escaped, Remote: r.RemoteAddr}
 	if len(ev.Path) > maxAuditPath {
 		ev.Path = ev.Path[:maxAuditPath] + "…"
 	}
@@ -168,7 +186,18 @@ func (a *API) serveProxy(w http.ResponseWriter, r *http.Request, c *client, app 
 		fail(errProxyDenied)
 		return
 	}
-	out, err := a.fwd.Forward(w, r, proxy.Target{App: app, Family: fam, Path: path})
+	if corp != "" {
+		// A permission on a third-party app covers all its corps.
+		if ap := a.cfg.Load().apps[app]; ap == nil || !ap.ISV {
+			fail(broker.ErrUnknownApp)
+			return
+		}
+		if !dingtalk.ValidCorpID(corp) {
+			fail(&broker.CorpNotFoundError{})
+			return
+		}
+	}
+	out, err := a.fwd.Forward(w, r, proxy.Target{App: app, Corp: corp, Family: fam, Path: path})
 	ev.Retried, ev.UpstreamCode = out.Retried, out.UpstreamCode
 	if err != nil && r.Context().Err() != nil {
 		// The caller went away: nobody reads an answer. 499 as web servers log it.

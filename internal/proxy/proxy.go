@@ -24,12 +24,13 @@ import (
 	"github.com/tokend/tokend/internal/token"
 )
 
-// Tokens is what the proxy needs from the broker: the app's current access token, and the
-// invalidate-if-current of a token DingTalk rejected (shared with the invalidate endpoint, so one
-// upstream call across replicas however many proxied calls saw the same revoked token).
+// Tokens is what the proxy needs from the broker: the current access token (an app's, or a
+// third-party app's corp's), and the invalidate-if-current of a token DingTalk rejected (shared with
+// the invalidate endpoints, so one upstream call across replicas however many proxied calls saw the
+// same revoked token).
 type Tokens interface {
 	Token(ctx context.Context, k token.Key) (token.Token, error)
-	Invalidate(ctx context.Context, app, value string) (token.Token, error)
+	InvalidateKey(ctx context.Context, k token.Key, value string) (token.Token, error)
 }
 
 // Gate is the shared egress budget and IP-ban pause. Egress takes one call from the budget (an
@@ -158,7 +159,9 @@ func NewTransport() *http.Transport {
 
 // Target is where a request goes: the app whose token is used, the family, and the cleaned path.
 type Target struct {
-	App    string
+	App string
+	// Corp is the corp of a third-party app whose token is used, "" for the app's own token.
+	Corp   string
 	Family proxyrule.Family
 	Path   proxyrule.Path
 }
@@ -212,7 +215,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 	if err != nil {
 		return p.failed(ctx, r, body, err)
 	}
-	key := token.Key{App: t.App, Kind: token.AccessToken}
+	key := token.Key{App: t.App, Kind: token.AccessToken, Corp: t.Corp}
 	tok, err := p.tokens.Token(ctx, key)
 	if err != nil {
 		return p.tokenFailed(ctx, r, err)
@@ -249,7 +252,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 				&BannedError{RetryAfter: BanPause}
 		}
 		if ans.v.invalidToken && attempt == 0 {
-			fresh, ierr := p.tokens.Invalidate(ctx, t.App, tok.Value)
+			fresh, ierr := p.tokens.InvalidateKey(ctx, key, tok.Value)
 			if ierr == nil && fresh.Value != tok.Value && body.replayable() {
 				resp.Body.Close()
 				tok = fresh

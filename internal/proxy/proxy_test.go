@@ -47,7 +47,7 @@ func (f *tokens) Token(_ context.Context, k token.Key) (token.Token, error) {
 	return token.Token{Value: f.cur, ExpiresAt: time.Now().Add(time.Hour)}, nil
 }
 
-func (f *tokens) Invalidate(_ context.Context, _ string, value string) (token.Token, error) {
+func (f *tokens) InvalidateKey(_ context.Context, _ token.Key, value string) (token.Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.invalidated = append(f.invalidated, value)

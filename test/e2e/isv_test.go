@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -78,6 +79,7 @@ func (c *isvCluster) writeISVConfig() string {
 	}
 	b.WriteString("    jsapi_ticket: true\n")
 	fmt.Fprintf(&b, "clients:\n  - name: chaos\n    key_sha256: %s\n    apps: [\"*\"]\n    suite_tickets: [saas]\n", hex.EncodeToString(sum[:]))
+	b.WriteString("    proxy:\n      saas: [\"GET api:/v1.0/contact/users/*\"]\n")
 	path := filepath.Join(c.dir, "tokend.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -307,6 +309,36 @@ func TestISV(t *testing.T) {
 		}
 	}
 
+	// The corp's proxy route: DingTalk's API with the corp's token. A token DingTalk revoked is
+	// replaced (one fetch) and the call sent again.
+	proxied := func(r *replica) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.api+"/v1/apps/saas/corps/"+isvCorp+"/proxy/api/v1.0/contact/users/u1", nil)
+		req.Header.Set("Authorization", "Bearer "+c.clientKey)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	if code, body := proxied(fresh[0]); code != http.StatusOK {
+		t.Fatalf("corp proxy: %d %s", code, body)
+	}
+	var revoked struct {
+		Revoked bool `json:"revoked"`
+	}
+	c.fake.do(t, http.MethodPost, "isv/revoke", map[string]string{"value": second}, &revoked)
+	if !revoked.Revoked {
+		t.Fatal("the fake did not revoke the corp token")
+	}
+	if code, body := proxied(fresh[1]); code != http.StatusOK {
+		t.Fatalf("corp proxy after a revocation: %d %s", code, body)
+	}
+	if n := c.corpCalls(); n != 3 {
+		t.Fatalf("%d corp token fetches after a revocation met by the proxy, want 3", n)
+	}
+
 	// A relief pushed to one replica: the corp is gone from all, and refused without a fetch.
 	c.fake.do(t, http.MethodPost, "isv/suites/"+isvSuite+"/corps/"+isvCorp+"/relieve", nil, nil)
 	c.push(fresh[0], fakedingtalk.ISVEvent{Type: "suite_relieve", Corp: isvCorp})
@@ -316,8 +348,8 @@ func TestISV(t *testing.T) {
 			t.Fatalf("relieved corp: %s", s.describe())
 		}
 	}
-	if n := c.corpCalls(); n != 2 {
-		t.Fatalf("%d corp token fetches after the relief, want still 2", n)
+	if n := c.corpCalls(); n != 3 {
+		t.Fatalf("%d corp token fetches after the relief, want still 3", n)
 	}
 }
 
