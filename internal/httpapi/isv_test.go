@@ -15,6 +15,7 @@ import (
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
 	"github.com/tokend/tokend/internal/httpapi"
+	"github.com/tokend/tokend/internal/proxyrule"
 	"github.com/tokend/tokend/internal/token"
 )
 
@@ -193,4 +194,46 @@ func TestISVSuiteTicketMissingProblem(t *testing.T) {
 func sha1hex(s string) string {
 	sum := sha1.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+func TestISVCorpProxyRoute(t *testing.T) {
+	rule, err := proxyrule.Parse("GET api:/v1.0/contact/users/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := &recordingForwarder{}
+	b := &stubISV{stubBroker: &stubBroker{storeUp: true, ready: true}}
+	rules := map[string]proxyrule.Set{"saas": {rule}, "crm": {rule}}
+	api, err := httpapi.New(httpapi.Options{
+		Broker: b, ISV: b, Proxy: fwd,
+		Apps:    []httpapi.App{{Name: "saas", Type: "dingtalk_isv", ISV: true}, {Name: "crm", Type: "dingtalk"}},
+		Clients: []httpapi.Client{{Name: "admin", KeySHA256: config.HashKey(adminKey), Apps: []string{"*"}, Proxy: rules}},
+		Now:     func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/v1/apps/saas/corps/dingcorpa/proxy/api/v1.0/contact/users/u1", 200, ""},
+		{"/v1/apps/saas/corps/a.b~c/proxy/api/v1.0/contact/users/u1", 404, "corp_not_found"},
+		{"/v1/apps/crm/corps/dingcorpa/proxy/api/v1.0/contact/users/u1", 404, "app_not_found"},
+		{"/v1/apps/saas/corps/dingcorpa/proxy/api/v1.0/other", 403, "forbidden"},
+		{"/v1/apps/saas/corps/dingcorpa/proxy/api/v1.0/contact/users/../x", 400, "bad_request"},
+		{"/v1/apps/saas/corps/dingcorpa/nope/api/v1.0/contact/users/u1", 404, "not_found"},
+	}
+	for _, tt := range tests {
+		status, body := isvDo(t, srv, adminKey, "GET", tt.path, "")
+		if status != tt.status || (tt.code != "" && body["code"] != tt.code) {
+			t.Errorf("%s: %d %v, want %d %s", tt.path, status, body, tt.status, tt.code)
+		}
+	}
+	if len(fwd.targets) != 1 || fwd.targets[0].App != "saas" || fwd.targets[0].Corp != "dingcorpa" || fwd.targets[0].Family != proxyrule.API {
+		t.Fatalf("forwarded %+v", fwd.targets)
+	}
 }
