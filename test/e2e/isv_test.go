@@ -211,6 +211,7 @@ func (c *isvCluster) checkISVLogs() {
 // cold corp (one fetch, every token alive); one report on three replicas (one fetch); every replica
 // killed and restarted (the stored token served, no fetch); a relief (the corp gone everywhere).
 func TestISV(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	c := startISVCluster(t, 3)
 	ctx := t.Context()
 
@@ -378,6 +379,7 @@ func leader(rs []*replica) *replica {
 // TestISVStreamLeader: three replicas subscribe to DingTalk Stream for a suite, one at a time; the
 // leader killed, another takes the lease and keeps receiving tickets.
 func TestISVStreamLeader(t *testing.T) {
+	t.Parallel() // own processes, Redis and fake: independent of the other tests
 	c := startISV(t, 3, true)
 	ctx := t.Context()
 	eventually(t, 30*time.Second, "one Stream connection", func() bool { return c.streamStats().Connections == 1 })
