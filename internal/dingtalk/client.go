@@ -4,11 +4,9 @@
 package dingtalk
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -167,38 +165,13 @@ func newParser(f field) parser {
 	}
 }
 
-// do makes one call and interprets the answer. secrets are scrubbed from every message.
+// do makes one call (exchange) and interprets the answer. secrets are scrubbed from every message.
 func (c *Client) do(ctx context.Context, method string, u *url.URL, h http.Header, body []byte, parse parser, secrets []string) (Grant, error) {
-	// op names the call in transport errors: never the query, which may hold a secret.
-	op := method + " " + u.Host + u.Path
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	a, e := c.exchange(ctx, method, u, h, body, secrets)
+	if e != nil {
+		return Grant{}, e
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		// err quotes the URL, secret included: keep none of it.
-		return Grant{}, badRequest("build request")
-	}
-	for k, vs := range h {
-		req.Header[http.CanonicalHeaderKey(k)] = vs
-	}
-	req.Header.Set("Accept", "application/json")
-
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return Grant{}, transportError(ctx, op, err, secrets)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
-	if err != nil {
-		return Grant{}, transportError(ctx, op, err, secrets)
-	}
-	truncated := len(data) > MaxResponseBytes
-	if truncated {
-		data = data[:MaxResponseBytes]
-	}
-	g, e := parse(resp.StatusCode, resp.Header.Get("Content-Type"), data, truncated)
+	g, e := parse(a.status, a.contentType, a.body, a.truncated)
 	if e != nil {
 		e.Message = scrub(e.Message, secrets)
 		return Grant{}, e
