@@ -40,7 +40,8 @@ func (b *Broker) failed(ctx context.Context, e *entry, err error) error {
 	}
 	if f.local {
 		// No DingTalk call (waiting for a suite ticket): nothing for the audit log, and the log says
-		// it once, not at every look at the store.
+		// it once, as a warning (a normal state before the first push), not at every look at the store.
+		level = slog.LevelWarn
 		if before == f.Code {
 			level = slog.LevelDebug
 		}
