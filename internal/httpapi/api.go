@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,13 @@ type API struct {
 	gather prometheus.Gatherer
 	pprof  bool
 
+	// hdr holds the hot path's header values, allocated once: net/http copies a handler's header
+	// map before writing it (Header.Clone), and never changes a value slice in place, so one slice
+	// serves every response. Nothing may write into them.
+	hdr struct{ noStore, json []string }
+	// writers pools chain's status-recording writers.
+	writers sync.Pool
+
 	cfg   atomic.Pointer[surface]
 	flows atomic.Pointer[flowSurface] // user tokens, Stream tickets, robots (flows.go)
 }
@@ -133,6 +141,10 @@ func New(opts Options) (*API, error) {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
 	a := &API{broker: opts.Broker, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof}
+	// Capacity 1: an append (Header.Add) copies rather than writing into the shared array.
+	a.hdr.noStore = []string{"no-store"}[:1:1]
+	a.hdr.json = []string{"application/json"}[:1:1]
+	a.writers.New = func() any { return new(statusWriter) }
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }

@@ -19,6 +19,8 @@ import (
 // "//", a trailing slash never fit a pattern); one that fits a route for another method gets 405.
 type router struct {
 	routes []route
+	// unmatched answers the requests no route fits (404 or 405); wrapped routes it too.
+	unmatched func(w http.ResponseWriter, r *http.Request, otherMethod bool)
 }
 
 type route struct {
@@ -28,7 +30,36 @@ type route struct {
 	h       http.HandlerFunc
 }
 
-func newRouter() *router { return &router{} }
+func newRouter() *router {
+	return &router{unmatched: func(w http.ResponseWriter, _ *http.Request, otherMethod bool) {
+		if otherMethod {
+			writeProblem(w, errMethodNotAllowed)
+			return
+		}
+		writeProblem(w, errNoRoute)
+	}}
+}
+
+// wrapped wraps every route's handler, once, with wrap(pattern, h), and the 404/405 answers with
+// wrap("unmatched", ...): what runs around every request (metrics bound to the route's series, panic
+// recovery, no-store) is built at registration rather than looked up per request. Call it after
+// the last handle.
+func (rt *router) wrapped(wrap func(pattern string, h http.HandlerFunc) http.HandlerFunc) *router {
+	for i := range rt.routes {
+		rt.routes[i].h = wrap(rt.routes[i].pattern, rt.routes[i].h)
+	}
+	inner := rt.unmatched
+	notFound := wrap("unmatched", func(w http.ResponseWriter, r *http.Request) { inner(w, r, false) })
+	notAllowed := wrap("unmatched", func(w http.ResponseWriter, r *http.Request) { inner(w, r, true) })
+	rt.unmatched = func(w http.ResponseWriter, r *http.Request, otherMethod bool) {
+		if otherMethod {
+			notAllowed(w, r)
+			return
+		}
+		notFound(w, r)
+	}
+	return rt
+}
 
 // handle serves method on pattern with h. An invalid pattern is a programming error: it panics, as
 // net/http's ServeMux does.
@@ -69,11 +100,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rte.h(w, r)
 		return
 	}
-	if otherMethod {
-		writeProblem(w, errMethodNotAllowed)
-		return
-	}
-	writeProblem(w, errNoRoute)
+	rt.unmatched(w, r, otherMethod)
 }
 
 // match reports whether the path p fits the route; given r, it also sets r's path values from p.

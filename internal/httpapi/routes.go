@@ -20,7 +20,7 @@ func (a *API) Handler() http.Handler {
 	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
 	r.post("/v1/apps/{app}/stream_ticket", a.authenticated(a.streamTicket))
 	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
-	return a.instrument(recoverPanics(a.log)(noStore(r)))
+	return r.wrapped(a.chain)
 }
 
 // OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,
