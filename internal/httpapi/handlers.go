@@ -97,11 +97,18 @@ func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.
 	buf = append(buf, `":`...)
 	buf = appendString(buf, t.Value)
 	buf = append(buf, `,"expires_at":`...)
-	buf = appendTime(buf, t.ExpiresAt)
+	buf = a.stamps.append(buf, t.ExpiresAt)
 	buf = append(buf, `,"expires_in":`...)
 	buf = strconv.AppendInt(buf, max(left, 0), 10)
 	buf = append(buf, "}\n"...)
-	writeJSON(w, buf)
+	if len(buf) <= autoLengthMax {
+		// writeJSON's small-body case with the shared Content-Type value: no allocation.
+		w.Header()["Content-Type"] = a.hdr.json
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(buf)
+	} else {
+		writeJSON(w, buf)
+	}
 	*bp = buf
 	bufPool.Put(bp)
 }
