@@ -23,7 +23,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // app resolves the {app} of the route for the authenticated client, writing the problem and
 // returning nil when it may not be used.
 func (a *API) app(w http.ResponseWriter, r *http.Request, c *client) *App {
-	name := r.PathValue("app")
+	name := pathValue(r, "app")
 	if !c.may(name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, errForbidden)

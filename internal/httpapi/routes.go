@@ -13,8 +13,8 @@ import (
 func (a *API) Handler() http.Handler {
 	r := newRouter()
 	r.get("/v1/apps", a.authenticated(a.listApps))
-	r.get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
-	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
+	r.lean(http.MethodGet, "/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken)) // hot: no path-value map
+	r.lean(http.MethodGet, "/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
 	r.post("/v1/apps/{app}/user_token", a.authenticated(a.userToken))
