@@ -130,17 +130,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // tokendServer has the connection limits of tokend's client API with the default upstream.timeout
-// (cmd/tokend's newServer): the second reference of bench/run.sh. As there, the whole-request read
-// bound is a read deadline set only on requests that carry a body (none do here), not ReadTimeout.
+// (cmd/tokend's newServer): the second reference of bench/run.sh.
 func tokendServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Body != nil && r.Body != http.NoBody {
-				_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(5 * time.Second))
-			}
-			h.ServeHTTP(w, r)
-		}),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      45 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    16 << 10,

@@ -242,48 +242,19 @@ loop:
 	return runErr
 }
 
-// The bounds on reading a request: its headers within readHeaderTimeout of their first byte, the
-// whole request within readTimeout.
-const (
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 10 * time.Second
-)
-
 // newServer bounds every connection: a client that never finishes its headers or body is cut off
 // within seconds, and idle keep-alive connections are closed.
-//
-// The body's bound is applied where it bites, by bodyDeadline, rather than with http.Server's
-// ReadTimeout, which moves the connection's read deadline on every request, GETs without a body
-// included (see docs/benchmarks.md): headers are read within readHeaderTimeout, and a body within
-// readTimeout-readHeaderTimeout of the handler's start, so a request is still read whole within
-// readTimeout.
 func newServer(h http.Handler, upstreamTimeout time.Duration, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           bodyDeadline(h, readTimeout-readHeaderTimeout),
-		ReadHeaderTimeout: readHeaderTimeout,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
 		// A request may wait for a refresh: one DingTalk call plus a lapsed lock at worst.
 		WriteTimeout:   3*upstreamTimeout + 15*time.Second,
 		IdleTimeout:    90 * time.Second,
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-}
-
-// bodyDeadline gives every request that carries a body (whatever its method or route, known or
-// not: net/http reads what a handler left unread after it returns) a read deadline d from now,
-// before h runs. Requests without a body get none: they have nothing more to read.
-func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)); err != nil {
-				// Never read a body without its bound: refuse the request and drop the connection.
-				w.Header().Set("Connection", "close")
-				http.Error(w, "request body cannot be bounded", http.StatusInternalServerError)
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func ignoreClosed(err error) error {
