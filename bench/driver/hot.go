@@ -330,6 +330,9 @@ func (r *report) hot(o options, sides []hotSide, runs [][]hotRun) {
 	r.printf("constant %d-byte JSON body with the same headers; the same request (Authorization header included) to\n", r.bodySize)
 	r.printf("every side; servers pinned to CPU %s, `wrk -t%d -c%d -d%s --latency` pinned to CPU %s; %d rounds, every side\n",
 		orAny(o.serverCPU), o.ld.Threads, o.ld.Conns, o.ld.Duration, orAny(o.loadCPU), o.rounds)
+	if o.ld.Pace > 0 {
+		r.printf("paced (each connection waits %s between a response and its next request: about the same offered rate for every side), ", o.ld.Pace)
+	}
 	r.printf("once per round in a rotating order. CPU/req = the server's user+system CPU time during the run (from\n")
 	r.printf("`/proc/PID/stat`) ÷ requests served; ratio = bare CPU/req ÷ the side's CPU/req in the same round.\n\n")
 	r.printf("| round | side | req/s | p50 | p99 | CPU/req | CPU ratio |\n|---|---|---:|---:|---:|---:|---:|\n")

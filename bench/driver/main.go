@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.ld.Threads, "threads", 1, "wrk threads")
 	fs.IntVar(&o.ld.Conns, "connections", 64, "wrk connections")
 	fs.DurationVar(&o.ld.Duration, "duration", 5*time.Second, "length of one wrk run")
+	fs.DurationVar(&o.ld.Pace, "pace", 0, "hot phase: each wrk connection waits this long (whole ms) between a response and its next request, so every server gets the same offered rate (0: wrk's closed loop, as fast as each server answers)")
 	fs.IntVar(&o.rounds, "rounds", 7, "rounds of the hot-path comparison (every side once per round)")
 	fs.Var(&o.tokends, "tokend", "`label=path` of a tokend binary to compare (repeatable; default tokend=DIR/tokend)")
 	fs.Var(&o.baselines, "baseline", "`name=flags`: one more baseline side, bench/baseline run with these flags (repeatable)")

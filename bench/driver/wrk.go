@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -26,6 +27,11 @@ type load struct {
 	Duration       time.Duration
 	Key            string // sent as a bearer key (to both servers, so requests are the same size)
 	CPU            string // when set, wrk runs pinned to these CPUs (taskset -c)
+	// Pace, when set, makes each connection wait this long (whole milliseconds) after each response
+	// before its next request (a wrk script's delay()): the offered rate is then about
+	// Conns/(Pace+latency) whatever the server's speed, so servers are compared at the same rate
+	// rather than each at the rate its own speed allows (wrk's closed loop).
+	Pace time.Duration
 }
 
 // runWrk runs wrk against url and parses its report.
@@ -36,6 +42,21 @@ func runWrk(ctx context.Context, ld load, url string) (wrkResult, error) {
 	}
 	if ld.Key != "" {
 		args = append(args, "-H", "Authorization: Bearer "+ld.Key)
+	}
+	if ld.Pace > 0 {
+		f, err := os.CreateTemp("", "wrk-pace-*.lua")
+		if err != nil {
+			return wrkResult{}, err
+		}
+		defer os.Remove(f.Name())
+		_, err = fmt.Fprintf(f, "function delay()\n  return %d\nend\n", ld.Pace.Milliseconds())
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return wrkResult{}, err
+		}
+		args = append(args, "-s", f.Name())
 	}
 	args = append(args, url)
 	name := "wrk"

@@ -738,10 +738,13 @@ func headerFloods(t *testing.T, addr string) {
 
 // slowClients opens connections that stall in the headers, before any byte, or in the body, and
 // checks the server closes each within its timeout (ReadHeaderTimeout 5 s for headers, ReadTimeout
-// 10 s for the whole request; see newServer) plus slack.
+// 10 s for the whole request; see newServer) plus slack. The body cases cover a route that reads
+// its body, one that does not (net/http reads the rest after the handler), an unknown path and a
+// chunked body: the body's bound must hold wherever a body comes.
 func slowClients(t *testing.T, addr string) {
 	const slack = 4 * time.Second
 	srv := newServer(nil, time.Second, slog.New(slog.DiscardHandler))
+	auth := "Host: t\r\nAuthorization: Bearer " + narrowKey + "\r\n"
 	cases := []struct {
 		name  string
 		sent  string
@@ -750,8 +753,14 @@ func slowClients(t *testing.T, addr string) {
 		{"nothing at all", "", srv.ReadHeaderTimeout},
 		{"half a request line", "GET /v1/apps/crm/acc", srv.ReadHeaderTimeout},
 		{"half the headers", "GET /v1/apps HTTP/1.1\r\nHost: tokend.test\r\nAuthorization: Bearer " + narrowKey[:8], srv.ReadHeaderTimeout},
-		{"half the body", "POST /v1/apps/crm/access_token/invalidate HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + narrowKey +
-			"\r\nContent-Length: 100\r\n\r\n{\"access_token\":", srv.ReadTimeout},
+		{"half the body", "POST /v1/apps/crm/access_token/invalidate HTTP/1.1\r\n" + auth +
+			"Content-Length: 100\r\n\r\n{\"access_token\":", srv.ReadTimeout},
+		{"half the body of a GET", "GET /v1/apps/crm/access_token HTTP/1.1\r\n" + auth +
+			"Content-Length: 100\r\n\r\n{\"access_token\":", srv.ReadTimeout},
+		{"half the body to an unknown path", "POST /v1/nowhere HTTP/1.1\r\n" + auth +
+			"Content-Length: 100\r\n\r\n{\"access_token\":", srv.ReadTimeout},
+		{"half a chunked body", "POST /v1/apps/crm/access_token/invalidate HTTP/1.1\r\n" + auth +
+			"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"access_t", srv.ReadTimeout},
 		// A proxied upload may take longer than ReadTimeout, but not stall for longer (proxy.BodyIdle).
 		{"half a proxied upload", "POST /v1/apps/crm/proxy/oapi/media/upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + billingKey +
 			"\r\nContent-Length: 1000000\r\n\r\n" + strings.Repeat("u", 100<<10), proxy.BodyIdle},

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,15 @@ type API struct {
 	fwd    Forwarder
 	paudit func(ProxyEvent)
 
+	// hdr holds the hot path's header values, allocated once: net/http copies a handler's header
+	// map before writing it (Header.Clone), and never changes a value slice in place, so one slice
+	// serves every response. Nothing may write into them.
+	hdr struct{ noStore, json []string }
+	// stamps caches the formatted expires_at of the tokens served.
+	stamps stampCache
+	// writers pools chain's status-recording writers.
+	writers sync.Pool
+
 	cfg   atomic.Pointer[surface]
 	flows atomic.Pointer[flowSurface] // user tokens, Stream tickets, robots (flows.go)
 }
@@ -157,6 +167,10 @@ func New(opts Options) (*API, error) {
 	}
 	a := &API{broker: opts.Broker, isv: opts.ISV, now: opts.Now, log: opts.Logger, audit: opts.Audit, m: m, gather: opts.Gatherer, pprof: opts.Pprof,
 		fwd: opts.Proxy, paudit: opts.ProxyAudit}
+	// Capacity 1: an append (Header.Add) copies rather than writing into the shared array.
+	a.hdr.noStore = []string{"no-store"}[:1:1]
+	a.hdr.json = []string{"application/json"}[:1:1]
+	a.writers.New = func() any { return new(statusWriter) }
 	a.SetConfig(opts.Apps, opts.Clients)
 	return a, nil
 }

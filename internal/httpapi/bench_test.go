@@ -108,7 +108,9 @@ func BenchmarkGetAccessToken(b *testing.B) {
 	for _, clients := range []int{1, 100} {
 		b.Run("clients="+strconv.Itoa(clients), func(b *testing.B) {
 			h := newBenchAPI(b, clients)
-			req := benchRequest(b)
+			tmpl := benchRequest(b)
+			req := new(http.Request)
+			*req = *tmpl
 			w := &discardWriter{h: http.Header{}}
 			h.ServeHTTP(w, req)
 			if w.status != http.StatusOK {
@@ -118,6 +120,7 @@ func BenchmarkGetAccessToken(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				w.reset()
+				*req = *tmpl // a fresh request, as net/http makes one per request: no path values yet
 				h.ServeHTTP(w, req)
 			}
 			if w.status != http.StatusOK {
@@ -133,10 +136,12 @@ func BenchmarkGetAccessTokenParallel(b *testing.B) {
 	h := newBenchAPI(b, 1)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		req := benchRequest(b)
+		tmpl := benchRequest(b)
+		req := new(http.Request)
 		w := &discardWriter{h: http.Header{}}
 		for pb.Next() {
 			w.reset()
+			*req = *tmpl
 			h.ServeHTTP(w, req)
 			if w.status != http.StatusOK {
 				b.Errorf("status %d, want 200", w.status)

@@ -23,7 +23,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // app resolves the {app} of the route for the authenticated client, writing the problem and
 // returning nil when it may not be used.
 func (a *API) app(w http.ResponseWriter, r *http.Request, c *client) *App {
-	name := r.PathValue("app")
+	name := pathValue(r, "app")
 	if !c.may(name) {
 		a.audit(Event{Type: "forbidden", Client: c.name, App: name, Remote: r.RemoteAddr, Result: "forbidden"})
 		writeProblem(w, errForbidden)
@@ -97,11 +97,18 @@ func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.
 	buf = append(buf, `":`...)
 	buf = appendString(buf, t.Value)
 	buf = append(buf, `,"expires_at":`...)
-	buf = appendTime(buf, t.ExpiresAt)
+	buf = a.stamps.append(buf, t.ExpiresAt)
 	buf = append(buf, `,"expires_in":`...)
 	buf = strconv.AppendInt(buf, max(left, 0), 10)
 	buf = append(buf, "}\n"...)
-	writeJSON(w, buf)
+	if len(buf) <= autoLengthMax {
+		// writeJSON's small-body case with the shared Content-Type value: no allocation.
+		w.Header()["Content-Type"] = a.hdr.json
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(buf)
+	} else {
+		writeJSON(w, buf)
+	}
 	*bp = buf
 	bufPool.Put(bp)
 }

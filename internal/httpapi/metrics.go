@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,4 +63,29 @@ func (m *httpMetrics) observe(route string, status int, d time.Duration) {
 	ro := o.(*routeObservers)
 	ro.count.Inc()
 	ro.duration.Observe(d.Seconds())
+}
+
+// routeMetrics are one route's series for status 200, bound on the route's first 200 (not at
+// registration, so that /metrics shows only routes that served) and kept for every later one: the
+// per-request path does no label hashing nor map lookup. Other statuses go through the cache.
+type routeMetrics struct {
+	m     *httpMetrics
+	route string
+	ok    atomic.Pointer[routeObservers]
+}
+
+func (m *httpMetrics) bind(route string) *routeMetrics { return &routeMetrics{m: m, route: route} }
+
+func (rm *routeMetrics) observe(status int, d time.Duration) {
+	o := rm.ok.Load()
+	if o == nil || status != http.StatusOK {
+		rm.m.observe(rm.route, status, d)
+		if status == http.StatusOK {
+			v, _ := rm.m.cache.Load(routeStatus{rm.route, status})
+			rm.ok.Store(v.(*routeObservers))
+		}
+		return
+	}
+	o.count.Inc()
+	o.duration.Observe(d.Seconds())
 }

@@ -45,14 +45,6 @@ func bearer(h string) string {
 	return strings.TrimSpace(h[len(prefix):])
 }
 
-// noStore forbids caching of every response: they carry credentials.
-func noStore(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header()["Cache-Control"] = []string{"no-store"}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // recoverPanics turns a handler panic into a 500 problem, logging only the route (never the request,
 // which may carry a key or a token).
 func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
@@ -72,16 +64,43 @@ func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
-// instrument counts and times requests by route pattern (never the raw path) and status.
-func (a *API) instrument(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// chain is what runs around every client API route's handler, built once per route when the
+// router is wrapped (routes.go): it counts and times the request under the route's pattern (never
+// the raw path) and status, with the route's series bound here rather than looked up per request;
+// turns a panic into a 500 problem; and forbids caching of every response, which carry credentials.
+// One closure per route instead of a middleware per concern: one call and one writer per request.
+func (a *API) chain(pattern string, h http.HandlerFunc) http.HandlerFunc {
+	rm := a.m.bind(pattern)
+	noStore := a.hdr.noStore
+	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(sw, r)
-		a.m.observe(routeOf(r), sw.status, time.Since(start))
-	})
+		sw := a.writers.Get().(*statusWriter)
+		sw.ResponseWriter, sw.status = w, http.StatusOK
+		w.Header()["Cache-Control"] = noStore
+		a.serve(sw, r, h, pattern)
+		rm.observe(sw.status, time.Since(start))
+		sw.ResponseWriter = nil
+		a.writers.Put(sw)
+	}
 }
 
+// serve runs h, turning a panic into a 500 problem and logging only the route (never the request,
+// which may carry a key or a token).
+func (a *API) serve(w http.ResponseWriter, r *http.Request, h http.HandlerFunc, pattern string) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.Error("handler panic", "route", pattern)
+			writeProblem(w, errPanic)
+		}
+	}()
+	h(w, r)
+}
+
+// statusWriter records the status a handler wrote. chain takes them from a pool: the handler may
+// not keep its ResponseWriter past its return (net/http's rule), so neither is the wrapper kept.
 type statusWriter struct {
 	http.ResponseWriter
 	status int

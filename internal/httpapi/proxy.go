@@ -61,7 +61,9 @@ const (
 // judged by proxyrule.Clean (dot segments and encoded slashes are a 400, not a 404 or a redirect), and
 // an app name, which never needs an escape, is taken as written ("cr%6d" is not crm).
 func (a *API) withProxy(next http.Handler) http.Handler {
-	proxied := a.authenticated(a.proxyRoute)
+	// One chain per pattern: metrics are bound to the route's pattern when the chain is built.
+	proxied := a.chain(proxyPattern, a.authenticated(a.proxyRoute))
+	corpProxied := a.chain(corpProxyPattern, a.authenticated(a.proxyRoute))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.EscapedPath()
 		if !strings.HasPrefix(p, "/v1/apps/") {
@@ -91,6 +93,10 @@ func (a *API) withProxy(next http.Handler) http.Handler {
 			rest = parts[6]
 		}
 		r.SetPathValue("path", rest)
+		if r.Pattern == corpProxyPattern {
+			corpProxied(w, r)
+			return
+		}
 		proxied(w, r)
 	})
 }
@@ -110,7 +116,7 @@ func (a *API) proxyRoute(w http.ResponseWriter, r *http.Request, c *client) {
 // by its bearer key or the Basic-auth password. It serves through the same code as the proxy
 // routes: rules, limits, budget, retry, metrics and audit are theirs.
 func (a *API) GatewayHandler() http.Handler {
-	return a.instrument(recoverPanics(a.log)(noStore(http.HandlerFunc(a.gateway))))
+	return a.chain(gatewayPattern, a.gateway)
 }
 
 // gatewayPattern is the gateway's metrics label: every path is DingTalk's.

@@ -62,3 +62,47 @@ func TestRouteMatch(t *testing.T) {
 		}()
 	}
 }
+
+// TestPathValueLean checks that pathValue on a lean route finds what r.SetPathValue would have set
+// on a regular one, for every name, on paths with escapes, empty rests and wildcards named alike.
+func TestPathValueLean(t *testing.T) {
+	patterns := []string{"/v1/apps/{app}/proxy/{family}/{path...}", "/v1/apps/{app}", "/v1/apps/{app}/access_token",
+		"/v1/{ap}/x/{app}", "/{path...}"}
+	names := []string{"app", "family", "path", "ap", "nope"}
+	paths := []string{"/v1/apps/crm/proxy/oapi/topapi/v2/user/get", "/v1/apps/crm/proxy/api/", "/v1/apps/cr%2Fm/access_token",
+		"/v1/apps/cr%6d", "/v1/apps/crm/access_token", "/v1/apps/x/x/crm", "/", "/a/b/", "/v1/ap/x/app"}
+	for _, lean := range []bool{false, true} {
+		for _, pat := range patterns {
+			var got map[string]string
+			rt := newRouter()
+			h := func(_ http.ResponseWriter, r *http.Request) {
+				got = map[string]string{}
+				for _, n := range names {
+					got[n] = pathValue(r, n)
+				}
+			}
+			rt.add(http.MethodGet, pat, h, lean)
+			ref := newRouter()
+			var want map[string]string
+			ref.get(pat, func(_ http.ResponseWriter, r *http.Request) {
+				want = map[string]string{}
+				for _, n := range names {
+					want[n] = r.PathValue(n)
+				}
+			})
+			for _, p := range paths {
+				got, want = nil, nil
+				rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, p, nil))
+				ref.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, p, nil))
+				if (got == nil) != (want == nil) {
+					t.Fatalf("lean=%v %s on %s: matched %v, reference %v", lean, pat, p, got != nil, want != nil)
+				}
+				for _, n := range names {
+					if got[n] != want[n] {
+						t.Errorf("lean=%v %s on %s: %s = %q, want %q", lean, pat, p, n, got[n], want[n])
+					}
+				}
+			}
+		}
+	}
+}

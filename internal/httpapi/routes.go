@@ -13,8 +13,8 @@ import (
 func (a *API) Handler() http.Handler {
 	r := newRouter()
 	r.get("/v1/apps", a.authenticated(a.listApps))
-	r.get("/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken))
-	r.get("/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
+	r.lean(http.MethodGet, "/v1/apps/{app}/access_token", a.authenticated(a.getAccessToken)) // hot: no path-value map
+	r.lean(http.MethodGet, "/v1/apps/{app}/jsapi_ticket", a.authenticated(a.getTicket))
 	r.post("/v1/apps/{app}/access_token/invalidate", a.authenticated(a.invalidate))
 	r.post("/v1/apps/{app}/jsapi_signature", a.authenticated(a.signature))
 	// Third-party apps (isv.go).
@@ -29,7 +29,7 @@ func (a *API) Handler() http.Handler {
 	r.post("/v1/robots/{robot}/send", a.authenticated(a.robotSend))
 	// The proxy routes (every method, any DingTalk path) are matched before the router, which would
 	// turn a path with dot segments into a 404: for them it is a 400 (proxy.go).
-	return a.instrument(recoverPanics(a.log)(noStore(a.withProxy(r))))
+	return a.withProxy(r.wrapped(a.chain))
 }
 
 // OpsHandler returns the ops API: /healthz, /readyz and /metrics (and, with Options.Pprof,
