@@ -56,20 +56,16 @@ func (a *API) corpKey(w http.ResponseWriter, r *http.Request, c *client, kind to
 }
 
 func (a *API) getCorpToken(w http.ResponseWriter, r *http.Request, c *client) {
-	_, k, ok := a.corpKey(w, r, c, token.AccessToken)
-	if !ok {
-		return
-	}
-	t, err := a.broker.Token(r.Context(), k)
-	if err != nil {
-		writeProblem(w, err)
-		return
-	}
-	a.writeCorpCredential(w, k, "access_token", t)
+	a.serveCorpCredential(w, r, c, token.AccessToken, "access_token")
 }
 
 func (a *API) getCorpTicket(w http.ResponseWriter, r *http.Request, c *client) {
-	_, k, ok := a.corpKey(w, r, c, token.JSAPITicket)
+	a.serveCorpCredential(w, r, c, token.JSAPITicket, "ticket")
+}
+
+// serveCorpCredential answers with the corp's credential of kind, its value under field.
+func (a *API) serveCorpCredential(w http.ResponseWriter, r *http.Request, c *client, kind token.Kind, field string) {
+	_, k, ok := a.corpKey(w, r, c, kind)
 	if !ok {
 		return
 	}
@@ -78,7 +74,7 @@ func (a *API) getCorpTicket(w http.ResponseWriter, r *http.Request, c *client) {
 		writeProblem(w, err)
 		return
 	}
-	a.writeCorpCredential(w, k, "ticket", t)
+	a.writeCorpCredential(w, k, field, t)
 }
 
 func (a *API) invalidateCorp(w http.ResponseWriter, r *http.Request, c *client) {
