@@ -139,7 +139,12 @@ func FuzzProxyHandler(f *testing.F) {
 		}
 		if len(fwd.targets) == 0 {
 			if rec.Code == http.StatusOK {
-				t.Fatalf("%s %q got 200 without the proxy", method, target)
+				// A 200 that did not go through the proxy is a bug on the gateway and on the proxy
+				// routes; the client API's own routes (GET /v1/apps, a token) answer 200 by themselves.
+				if gateway || strings.Contains(req.URL.EscapedPath(), "/proxy/") {
+					t.Fatalf("%s %q got 200 without the proxy", method, target)
+				}
+				return
 			}
 			checkProblem(t, rec)
 			return
