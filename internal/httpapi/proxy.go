@@ -65,39 +65,39 @@ func (a *API) withProxy(next http.Handler) http.Handler {
 	proxied := a.chain(proxyPattern, a.authenticated(a.proxyRoute))
 	corpProxied := a.chain(corpProxyPattern, a.authenticated(a.proxyRoute))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.EscapedPath()
-		if !strings.HasPrefix(p, "/v1/apps/") {
+		// Cut rather than Split: every token request passes here, and must not allocate.
+		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/apps/")
+		app, rest, ok2 := strings.Cut(rest, "/") // {app}, then {seg}/…
+		seg, rest, ok3 := strings.Cut(rest, "/")
+		if !ok || !ok2 || !ok3 || app == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		parts := strings.SplitN(p, "/", 7) // "", v1, apps, {app}, proxy, {family}, {path...}
-		if len(parts) >= 6 && parts[4] == "corps" {
-			// "", v1, apps, {app}, corps, {corp}, proxy, {family}, {path...}
-			if parts = strings.SplitN(p, "/", 9); len(parts) < 8 || parts[3] == "" || parts[5] == "" || parts[6] != "proxy" {
+		h, corp := proxied, ""
+		if seg == "corps" { // {corp}/proxy/{family}/{path...}
+			corp, rest, ok = strings.Cut(rest, "/")
+			seg, rest, ok2 = strings.Cut(rest, "/")
+			if !ok || !ok2 || corp == "" {
 				next.ServeHTTP(w, r)
 				return
 			}
-			r.Pattern = corpProxyPattern
-			r.SetPathValue("corp", parts[5])
-			parts = append(parts[:4], parts[6:]...) // as the app's route: "", v1, apps, {app}, proxy, …
-		} else if len(parts) < 6 || parts[3] == "" || parts[4] != "proxy" {
+			h = corpProxied
+		}
+		if seg != "proxy" {
 			next.ServeHTTP(w, r)
 			return
+		}
+		family, path, _ := strings.Cut(rest, "/")
+		if corp != "" {
+			r.Pattern = corpProxyPattern
+			r.SetPathValue("corp", corp)
 		} else {
 			r.Pattern = proxyPattern
 		}
-		r.SetPathValue("app", parts[3])
-		r.SetPathValue("family", parts[5])
-		rest := ""
-		if len(parts) == 7 {
-			rest = parts[6]
-		}
-		r.SetPathValue("path", rest)
-		if r.Pattern == corpProxyPattern {
-			corpProxied(w, r)
-			return
-		}
-		proxied(w, r)
+		r.SetPathValue("app", app)
+		r.SetPathValue("family", family)
+		r.SetPathValue("path", path)
+		h(w, r)
 	})
 }
 
