@@ -77,26 +77,22 @@ func (a *API) chain(pattern string, h http.HandlerFunc) http.HandlerFunc {
 		sw := a.writers.Get().(*statusWriter)
 		sw.ResponseWriter, sw.status = w, http.StatusOK
 		w.Header()["Cache-Control"] = noStore
-		a.serve(sw, r, h, pattern)
-		rm.observe(sw.status, time.Since(start))
-		sw.ResponseWriter = nil
-		a.writers.Put(sw)
-	}
-}
-
-// serve runs h, turning a panic into a 500 problem and logging only the route (never the request,
-// which may carry a key or a token).
-func (a *API) serve(w http.ResponseWriter, r *http.Request, h http.HandlerFunc, pattern string) {
-	defer func() {
-		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
-				panic(v)
+		defer func() {
+			// A panic becomes a 500 problem, logged with the route only (never the request, which
+			// may carry a key or a token). One deferred call per request does recovery and metrics.
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				a.log.Error("handler panic", "route", pattern)
+				writeProblem(sw, errPanic)
 			}
-			a.log.Error("handler panic", "route", pattern)
-			writeProblem(w, errPanic)
-		}
-	}()
-	h(w, r)
+			rm.observe(sw.status, time.Since(start))
+			sw.ResponseWriter = nil
+			a.writers.Put(sw)
+		}()
+		h(sw, r)
+	}
 }
 
 // statusWriter records the status a handler wrote. chain takes them from a pool: the handler may
