@@ -5,11 +5,14 @@
 //
 //	baseline -listen 127.0.0.1:0 -size 131 -server default
 //	baseline -listen 127.0.0.1:0 -size 131 -server tokend
+//	baseline -listen 127.0.0.1:0 -size 131 -server timeouts
 //
 // -server default is a zero http.Server{Handler: h}: what Go itself costs, the floor of any Go
 // service and the reference of the hot-path goal. -server tokend adds the connection limits of
-// tokend's client API (newServer in cmd/tokend; keep tokendServer in step with it), so that the cost
-// of those protections shows apart from the cost of tokend's own code.
+// tokend's client API as tokend applies them (newServer and the deadline listener in cmd/tokend; keep
+// tokendServer in step with them), so that the cost of those protections shows apart from the cost
+// of tokend's own code. -server timeouts has the same timeouts on a plain listener, where every
+// deadline move is a runtime timer operation.
 //
 // Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
 package main
@@ -29,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tokend/tokend/internal/deadline"
 )
 
 func main() {
@@ -56,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 	size := fs.Int("size", 131, "response body size in `bytes`, newline included")
-	kind := fs.String("server", "default", "http.Server settings: `default` (Go's) or tokend (tokend's timeouts)")
+	kind := fs.String("server", "default", "http.Server settings: `default` (Go's), tokend (tokend's timeouts and deadline listener) or timeouts (the same timeouts on a plain listener)")
 	pprofAddr := fs.String("pprof-listen", "", "`address` to serve net/http/pprof on (none by default), for profiling the baseline as tokend is")
 	// Each timeout overrides the preset's when given, to measure one protection apart.
 	rht := fs.Duration("read-header-timeout", -1, "override ReadHeaderTimeout (0: none)")
@@ -82,10 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch *kind {
 	case "default":
 		srv = &http.Server{Handler: h}
-	case "tokend":
+	case "tokend", "timeouts":
 		srv = tokendServer(h)
 	default:
-		return fmt.Errorf("-server %q: want default or tokend", *kind)
+		return fmt.Errorf("-server %q: want default, tokend or timeouts", *kind)
 	}
 	for _, o := range []struct {
 		v   time.Duration
@@ -98,6 +103,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
+	}
+	if *kind == "tokend" {
+		ln = deadline.NewListener(ln, time.Second) // as cmd/tokend's deadlineTick
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokend/tokend/internal/broker"
 	"github.com/tokend/tokend/internal/config"
+	"github.com/tokend/tokend/internal/deadline"
 	"github.com/tokend/tokend/internal/dingtalk"
 	"github.com/tokend/tokend/internal/httpapi"
 	"github.com/tokend/tokend/internal/proxy"
@@ -227,6 +228,15 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, getenv fu
 			return fmt.Errorf("listen %s: %w", cfg.CallbackListen, err)
 		}
 	}
+	// Every listener's connections keep their deadlines through a sweeper (internal/deadline): the
+	// servers' timeouts are the same, without a runtime timer operation per deadline move.
+	apiLn, opsLn = deadline.NewListener(apiLn, deadlineTick), deadline.NewListener(opsLn, deadlineTick)
+	if gwLn != nil {
+		gwLn = deadline.NewListener(gwLn, deadlineTick)
+	}
+	if cbLn != nil {
+		cbLn = deadline.NewListener(cbLn, deadlineTick)
+	}
 	var certs *tlsFiles
 	if cfg.TLS != nil {
 		certs = &tlsFiles{}
@@ -324,6 +334,11 @@ loop:
 	log.Info("stopped")
 	return runErr
 }
+
+// deadlineTick is the period of the listeners' deadline sweepers: deadlines nearer than two ticks
+// are set on the connection at once, later ones when they come within a tick. Every server timeout
+// is longer than that.
+const deadlineTick = time.Second
 
 // newServer bounds every connection: a client that never finishes its headers or body is cut off
 // within seconds, and idle keep-alive connections are closed.
