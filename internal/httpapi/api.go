@@ -42,6 +42,8 @@ type App struct {
 	// ISV marks a third-party app: its access token is the suite token, JSAPITicket is per corp, and
 	// it serves the corp routes (isv.go).
 	ISV bool
+
+	docs *docCache // the app's served documents (SetConfig gives each app its own)
 }
 
 // Client is one API client: the SHA-256 of its key and/or the names of its TLS client certificate,
@@ -183,6 +185,7 @@ func (a *API) SetConfig(apps []App, clients []Client) {
 		if app.SignatureHash == "" {
 			app.SignatureHash = signature.SHA1
 		}
+		app.docs = new(docCache)
 		s.apps[app.Name] = &app
 		s.order = append(s.order, &app)
 	}

@@ -370,3 +370,62 @@ func TestReadyz(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestCredentialDocumentFollowsTheToken: the token document, built once per token, follows every
+// change of the served value or expiry, per app and per kind; expires_in follows the clock.
+func TestCredentialDocumentFollowsTheToken(t *testing.T) {
+	at, ticket := token.Key{App: "crm", Kind: token.AccessToken}, token.Key{App: "crm", Kind: token.JSAPITicket}
+	b := &stubBroker{tokens: map[token.Key]token.Token{
+		at:     {Value: "at-1", ExpiresAt: now.Add(time.Hour)},
+		ticket: {Value: "ticket-1", ExpiresAt: now.Add(2 * time.Hour)},
+		{App: "hr", Kind: token.AccessToken}: {Value: "at-hr", ExpiresAt: now.Add(time.Hour)},
+	}}
+	clock := now
+	api, err := httpapi.New(httpapi.Options{
+		Broker:  b,
+		Apps:    []httpapi.App{{Name: "crm", Type: "dingtalk", JSAPITicket: true}, {Name: "hr", Type: "dingtalk"}},
+		Clients: []httpapi.Client{{Name: "admin", KeySHA256: config.HashKey(adminKey), Apps: []string{"*"}}},
+		Now:     func() time.Time { return clock },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := api.Handler()
+	get := func(path string) string {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, w.Code, w.Body)
+		}
+		return w.Body.String()
+	}
+	steps := []struct {
+		change func()
+		path   string
+		want   string
+	}{
+		{func() {}, "/v1/apps/crm/access_token",
+			`{"app":"crm","access_token":"at-1","expires_at":"2026-11-22T09:00:00Z","expires_in":3600}`},
+		{func() {}, "/v1/apps/crm/jsapi_ticket",
+			`{"app":"crm","ticket":"ticket-1","expires_at":"2026-11-22T10:00:00Z","expires_in":7200}`},
+		{func() {}, "/v1/apps/hr/access_token",
+			`{"app":"hr","access_token":"at-hr","expires_at":"2026-11-22T09:00:00Z","expires_in":3600}`},
+		{func() { clock = clock.Add(10 * time.Second) }, "/v1/apps/crm/access_token",
+			`{"app":"crm","access_token":"at-1","expires_at":"2026-11-22T09:00:00Z","expires_in":3590}`},
+		{func() { b.tokens[at] = token.Token{Value: "at-2", ExpiresAt: now.Add(time.Hour)} }, "/v1/apps/crm/access_token",
+			`{"app":"crm","access_token":"at-2","expires_at":"2026-11-22T09:00:00Z","expires_in":3590}`},
+		{func() { b.tokens[at] = token.Token{Value: "at-2", ExpiresAt: now.Add(3 * time.Hour)} }, "/v1/apps/crm/access_token",
+			`{"app":"crm","access_token":"at-2","expires_at":"2026-11-22T11:00:00Z","expires_in":10790}`},
+		{func() {}, "/v1/apps/crm/jsapi_ticket",
+			`{"app":"crm","ticket":"ticket-1","expires_at":"2026-11-22T10:00:00Z","expires_in":7190}`},
+	}
+	for i, s := range steps {
+		s.change()
+		if got := get(s.path); got != s.want+"\n" {
+			t.Errorf("step %d, GET %s:\n got %s want %s", i, s.path, got, s.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokend/tokend/internal/broker"
@@ -70,7 +71,7 @@ func (a *API) getAccessToken(w http.ResponseWriter, r *http.Request, c *client) 
 		writeProblem(w, err)
 		return
 	}
-	a.writeCredential(w, app.Name, "access_token", t)
+	a.writeCredential(w, app, "access_token", t)
 }
 
 func (a *API) getTicket(w http.ResponseWriter, r *http.Request, c *client) {
@@ -83,22 +84,16 @@ func (a *API) getTicket(w http.ResponseWriter, r *http.Request, c *client) {
 		writeProblem(w, err)
 		return
 	}
-	a.writeCredential(w, app.Name, "ticket", t)
+	a.writeCredential(w, app, "ticket", t)
 }
 
-// writeCredential writes {"app":…,"<field>":…,"expires_at":…,"expires_in":…}.
-func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.Token) {
+// writeCredential writes {"app":…,"<field>":…,"expires_at":…,"expires_in":…}. Everything up to
+// expires_in is the same on every request for one token, so it is built once per token (docCache)
+// and copied.
+func (a *API) writeCredential(w http.ResponseWriter, app *App, field string, t token.Token) {
 	left := int64(t.ExpiresAt.Sub(a.now()) / time.Second)
 	bp := bufPool.Get().(*[]byte)
-	buf := append((*bp)[:0], `{"app":`...)
-	buf = appendString(buf, app)
-	buf = append(buf, `,"`...)
-	buf = append(buf, field...)
-	buf = append(buf, `":`...)
-	buf = appendString(buf, t.Value)
-	buf = append(buf, `,"expires_at":`...)
-	buf = a.stamps.append(buf, t.ExpiresAt)
-	buf = append(buf, `,"expires_in":`...)
+	buf := append((*bp)[:0], app.docs.prefix(app.Name, field, t, &a.stamps)...)
 	buf = strconv.AppendInt(buf, max(left, 0), 10)
 	buf = append(buf, "}\n"...)
 	if len(buf) <= autoLengthMax {
@@ -111,6 +106,40 @@ func (a *API) writeCredential(w http.ResponseWriter, app, field string, t token.
 	}
 	*bp = buf
 	bufPool.Put(bp)
+}
+
+// docCache holds an app's last credential documents up to "expires_in", one per field
+// (access_token, ticket). Read and replaced whole, without a lock; a miss builds and replaces.
+type docCache struct {
+	slots [2]atomic.Pointer[credDoc]
+}
+
+type credDoc struct {
+	field, value string
+	expiresAt    time.Time
+	prefix       []byte // {"app":…,"<field>":…,"expires_at":…,"expires_in":
+}
+
+// prefix returns the document of t under field up to "expires_in":, built on the first request for
+// t and shared by the later ones. Nothing may write into it.
+func (c *docCache) prefix(app, field string, t token.Token, stamps *stampCache) []byte {
+	slot := &c.slots[0]
+	if field != "access_token" {
+		slot = &c.slots[1]
+	}
+	if d := slot.Load(); d != nil && d.value == t.Value && d.expiresAt.Equal(t.ExpiresAt) && d.field == field {
+		return d.prefix
+	}
+	buf := append([]byte(`{"app":`), appendString(nil, app)...)
+	buf = append(buf, `,"`...)
+	buf = append(buf, field...)
+	buf = append(buf, `":`...)
+	buf = appendString(buf, t.Value)
+	buf = append(buf, `,"expires_at":`...)
+	buf = stamps.append(buf, t.ExpiresAt)
+	buf = append(buf, `,"expires_in":`...)
+	slot.Store(&credDoc{field: field, value: t.Value, expiresAt: t.ExpiresAt, prefix: buf})
+	return buf
 }
 
 // autoLengthMax is the largest body net/http is sure to buffer whole before sending the header
@@ -160,7 +189,7 @@ func (a *API) invalidate(w http.ResponseWriter, r *http.Request, c *client) {
 		writeProblem(w, err)
 		return
 	}
-	a.writeCredential(w, app.Name, "access_token", t)
+	a.writeCredential(w, app, "access_token", t)
 }
 
 type signatureRequest struct {

@@ -18,7 +18,11 @@ func (a *API) authenticated(h clientHandler) http.HandlerFunc {
 		s := a.cfg.Load()
 		c := s.fromCert(r.TLS)
 		if c == nil {
-			c = s.authenticate(bearer(r.Header.Get("Authorization")))
+			var h string // r.Header.Get without canonicalising a key net/http has canonicalised
+			if v := r.Header["Authorization"]; len(v) > 0 {
+				h = v[0]
+			}
+			c = s.authenticate(bearer(h))
 		}
 		if c == nil {
 			a.audit(Event{Type: "auth_failure", Remote: r.RemoteAddr, Result: "unauthenticated"})

@@ -65,7 +65,13 @@ func (a *API) withProxy(next http.Handler) http.Handler {
 	proxied := a.chain(proxyPattern, a.authenticated(a.proxyRoute))
 	corpProxied := a.chain(corpProxyPattern, a.authenticated(a.proxyRoute))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Cut rather than Split: every token request passes here, and must not allocate.
+		// Every token request passes here. A proxy path has a "/proxy/" segment in its escaped form,
+		// and what the escaped path has literally the decoded one has too: a decoded path without it
+		// is the router's, at the cost of one search.
+		if !strings.Contains(r.URL.Path, "/proxy/") {
+			next.ServeHTTP(w, r)
+			return
+		}
 		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/apps/")
 		app, rest, ok2 := strings.Cut(rest, "/") // {app}, then {seg}/…
 		seg, rest, ok3 := strings.Cut(rest, "/")
