@@ -349,36 +349,6 @@ func (s *Server) isvAdmit(w http.ResponseWriter, r *http.Request, suiteKey, corp
 	return s.suffer(w, r, call{legacy: endpoint == EndpointTicket, endpoint: endpoint, key: suiteKey}, f)
 }
 
-// suffer applies fault f to a call, as admit does for internal apps.
-func (s *Server) suffer(w http.ResponseWriter, r *http.Request, c call, f Fault) (proceed, badExpiry bool) {
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			return false, false
-		case <-s.closed:
-			panic(http.ErrAbortHandler)
-		}
-	}
-	switch f.Mode {
-	case FaultNone:
-		return true, false
-	case FaultBadExpiry:
-		return true, true
-	case FaultHang:
-		select {
-		case <-r.Context().Done():
-			return false, false
-		case <-s.closed:
-			panic(http.ErrAbortHandler)
-		}
-	}
-	s.writeFault(w, c, f.Mode)
-	return false, false
-}
-
 // readNewJSON reads a new-API JSON body into v and reports whether it parsed.
 func readNewJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -386,20 +356,37 @@ func readNewJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return err == nil && mt == "application/json" && json.Unmarshal(raw, v) == nil
 }
 
+// suiteCall is the body of a suite or corp token call.
+type suiteCall struct {
+	SuiteKey    string `json:"suiteKey"`
+	SuiteSecret string `json:"suiteSecret"`
+	AuthCorpID  string `json:"authCorpId"` // corp token calls only
+	SuiteTicket string `json:"suiteTicket"`
+}
+
+// readSuiteCall reads and admits a suite token call or, with corp, a corp token call (the corp's
+// faults apply, and authCorpId is required). ok is false when it already answered; badExpiry is
+// admit's.
+func (s *Server) readSuiteCall(w http.ResponseWriter, r *http.Request, corp bool) (body suiteCall, badExpiry, ok bool) {
+	parsed := readNewJSON(w, r, &body)
+	if !corp {
+		body.AuthCorpID = "" // not a member of a suite token call
+	}
+	proceed, badExpiry := s.isvAdmit(w, r, body.SuiteKey, body.AuthCorpID, EndpointToken)
+	if !proceed {
+		return suiteCall{}, false, false
+	}
+	if !parsed || (corp && body.AuthCorpID == "") {
+		writeNewError(w, http.StatusBadRequest, "Missingbody", "body is mandatory for this action.")
+		return suiteCall{}, false, false
+	}
+	return body, badExpiry, true
+}
+
 // suiteAccessToken serves POST /v1.0/oauth2/suiteAccessToken {"suiteKey","suiteSecret","suiteTicket"}.
 func (s *Server) suiteAccessToken(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		SuiteKey    string `json:"suiteKey"`
-		SuiteSecret string `json:"suiteSecret"`
-		SuiteTicket string `json:"suiteTicket"`
-	}
-	parsed := readNewJSON(w, r, &body)
-	proceed, badExpiry := s.isvAdmit(w, r, body.SuiteKey, "", EndpointToken)
-	if !proceed {
-		return
-	}
-	if !parsed {
-		writeNewError(w, http.StatusBadRequest, "Missingbody", "body is mandatory for this action.")
+	body, badExpiry, ok := s.readSuiteCall(w, r, false)
+	if !ok {
 		return
 	}
 	now := s.now()
@@ -421,10 +408,7 @@ func (s *Server) suiteAccessToken(w http.ResponseWriter, r *http.Request) {
 	}
 	v := t.Value
 	s.mu.Unlock()
-	writeJSON(w, newContentType, http.StatusOK, struct {
-		AccessToken string `json:"accessToken"`
-		ExpireIn    int64  `json:"expireIn"`
-	}{v, seconds(s.tokenTTL, badExpiry)})
+	writeNewToken(w, v, seconds(s.tokenTTL, badExpiry))
 }
 
 // suiteCallOK checks a suite's credentials and ticket, writing the error when they fail. s.mu is held
@@ -445,19 +429,8 @@ func (s *Server) suiteCallOK(w http.ResponseWriter, su *suiteState, secret, tick
 // {"suiteKey","suiteSecret","authCorpId","suiteTicket"}: a new token on every call; the previous one
 // dies at once.
 func (s *Server) corpAccessToken(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		SuiteKey    string `json:"suiteKey"`
-		SuiteSecret string `json:"suiteSecret"`
-		AuthCorpID  string `json:"authCorpId"`
-		SuiteTicket string `json:"suiteTicket"`
-	}
-	parsed := readNewJSON(w, r, &body)
-	proceed, badExpiry := s.isvAdmit(w, r, body.SuiteKey, body.AuthCorpID, EndpointToken)
-	if !proceed {
-		return
-	}
-	if !parsed || body.AuthCorpID == "" {
-		writeNewError(w, http.StatusBadRequest, "Missingbody", "body is mandatory for this action.")
+	body, badExpiry, ok := s.readSuiteCall(w, r, true)
+	if !ok {
 		return
 	}
 	now := s.now()
@@ -479,10 +452,7 @@ func (s *Server) corpAccessToken(w http.ResponseWriter, r *http.Request) {
 	s.recordISVLocked(t)
 	v := t.Value
 	s.mu.Unlock()
-	writeJSON(w, newContentType, http.StatusOK, struct {
-		AccessToken string `json:"accessToken"`
-		ExpireIn    int64  `json:"expireIn"`
-	}{v, seconds(s.tokenTTL, badExpiry)})
+	writeNewToken(w, v, seconds(s.tokenTTL, badExpiry))
 }
 
 // isvJSAPITicket serves GET /get_jsapi_ticket when the presented token is an ISV corp token, and
@@ -514,13 +484,7 @@ func (s *Server) isvJSAPITicket(w http.ResponseWriter, r *http.Request, value st
 	c := s.isv.suites[i.Suite].corps[i.Corp]
 	t := c.ticket
 	if t != nil && t.validAt(now) {
-		exp := now.Add(s.ticketTTL)
-		if death := t.IssuedAt.Add(s.maxAge); exp.After(death) {
-			exp = death
-		}
-		if exp.After(t.ExpiresAt) {
-			t.ExpiresAt = exp
-		}
+		s.renewTicket(t.IssuedAt, &t.ExpiresAt, now)
 	} else {
 		t = &ISVIssued{Suite: i.Suite, Corp: i.Corp, Kind: token.JSAPITicket, Value: newValue(TicketPrefix), IssuedAt: now, ExpiresAt: now.Add(min(s.ticketTTL, s.maxAge))}
 		c.ticket = t
@@ -528,11 +492,6 @@ func (s *Server) isvJSAPITicket(w http.ResponseWriter, r *http.Request, value st
 	}
 	v := t.Value
 	s.mu.Unlock()
-	writeJSON(w, legacyContentType, http.StatusOK, struct {
-		Errcode   int    `json:"errcode"`
-		Ticket    string `json:"ticket"`
-		Errmsg    string `json:"errmsg"`
-		ExpiresIn int64  `json:"expires_in"`
-	}{0, v, "ok", seconds(s.ticketTTL, badExpiry)})
+	writeLegacyTicket(w, v, seconds(s.ticketTTL, badExpiry))
 	return true
 }
