@@ -10,6 +10,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
 )
@@ -35,7 +36,7 @@ type flowHarness struct {
 
 func TestFlowsMemory(t *testing.T) {
 	runFlowContract(t, func(t *testing.T) flowHarness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return flowHarness{A: m, B: m, Advance: clock.Advance}
 	})
@@ -44,7 +45,7 @@ func TestFlowsMemory(t *testing.T) {
 func TestFlowsMiniredis(t *testing.T) {
 	runFlowContract(t, func(t *testing.T) flowHarness {
 		mr := miniredis.RunT(t)
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		mr.SetTime(clock.Now())
 		advance := func(d time.Duration) {
 			clock.Advance(d)

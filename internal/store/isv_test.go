@@ -10,6 +10,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
 )
@@ -56,7 +57,7 @@ func (h isvHarness) elapse(t *testing.T, d time.Duration, what string, cond func
 
 func TestMemoryISVContract(t *testing.T) {
 	runISVContract(t, func(t *testing.T) isvHarness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return isvHarness{a: m, b: m, advance: clock.Advance}
 	})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
 	"github.com/tokend/tokend/internal/store/storetest"
@@ -37,28 +37,9 @@ var (
 )
 
 // fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestMemoryContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return storetest.Harness{A: m, B: m, Now: clock.Now, Advance: clock.Advance}
 	})
@@ -85,7 +66,7 @@ func TestMiniredisContract(t *testing.T) {
 		mr := miniredis.RunT(t)
 		// miniredis keeps TTLs as durations that only FastForward shortens, while TIME (which Spend
 		// reads) and absolute expiries (PEXPIREAT) follow the time set with SetTime: move both.
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		mr.SetTime(clock.Now())
 		advance := func(d time.Duration) {
 			clock.Advance(d)
