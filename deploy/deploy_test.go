@@ -132,9 +132,11 @@ func subset(sel, labels map[string]string) bool {
 // paths that internal/config resolves away. tokend's own strict parsing and validation of the same files
 // runs in TestConfigsPassTokendValidation.
 type tokendConfig struct {
-	Listen    string `yaml:"listen"`
-	OpsListen string `yaml:"ops_listen"`
-	Log       struct {
+	Listen         string `yaml:"listen"`
+	OpsListen      string `yaml:"ops_listen"`
+	GatewayListen  string `yaml:"gateway_listen"`
+	CallbackListen string `yaml:"callback_listen"`
+	Log            struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
@@ -252,6 +254,13 @@ func TestConfigsPassTokendValidation(t *testing.T) {
 	})
 }
 
+// The optional listeners' ports in the container configs, the Deployment, the Services, the
+// NetworkPolicy and Compose: one port each, never shared.
+const (
+	gatewayPort  = "8443" // gateway_listen: internal, like the client API
+	callbackPort = "8444" // callback_listen: the one DingTalk reaches from outside
+)
+
 // checkContainerConfig checks what every containerised config needs: listeners on all interfaces at the
 // ports the images, probes and policies use, secrets only from files under /run/secrets, no inline
 // secrets, and a valid shape for every app and client.
@@ -260,7 +269,12 @@ func checkContainerConfig(t *testing.T, what string, c *tokendConfig) {
 	for _, l := range []struct{ key, addr, port string }{
 		{"listen", c.Listen, "8080"},
 		{"ops_listen", c.OpsListen, "9090"},
+		{"gateway_listen", c.GatewayListen, gatewayPort},
+		{"callback_listen", c.CallbackListen, callbackPort},
 	} {
+		if l.addr == "" && (l.key == "gateway_listen" || l.key == "callback_listen") {
+			continue // optional listeners
+		}
 		host, port, err := net.SplitHostPort(l.addr)
 		if err != nil || port != l.port || (host != "" && host != "0.0.0.0") {
 			t.Errorf("%s: %s is %q, want :%s (all interfaces inside the container)", what, l.key, l.addr, l.port)
@@ -619,7 +633,8 @@ func podLabels(t *testing.T, objs []k8sObject) map[string]string {
 func TestKubernetesServices(t *testing.T) {
 	objs := kubernetesObjects(t)
 	labels := podLabels(t, objs)
-	targets := map[string]int{"http": 8080, "ops": 9090}
+	gw, cb := atoi(t, gatewayPort), atoi(t, callbackPort)
+	targets := map[string]int{"http": 8080, "ops": 9090, "gateway": gw, "callback": cb}
 	exposed := map[int]bool{}
 	for _, o := range ofKind(objs, "Service") {
 		var s service
@@ -627,16 +642,25 @@ func TestKubernetesServices(t *testing.T) {
 		if !subset(s.Spec.Selector, labels) {
 			t.Errorf("service %s: selector does not match the tokend pods", o.Metadata.Name)
 		}
+		ports := map[int]bool{}
 		for _, p := range s.Spec.Ports {
 			tp := p.TargetPort.Value
 			if n, ok := targets[tp]; ok {
-				exposed[n] = true
+				ports[n] = true
 			} else if n, err := strconv.Atoi(tp); err == nil {
-				exposed[n] = true
+				ports[n] = true
 			}
 		}
+		// The callback listener is published to DingTalk (through an Ingress): its Service carries
+		// nothing else.
+		if ports[cb] && len(ports) > 1 {
+			t.Errorf("service %s: the callback port %d shares a Service with other ports", o.Metadata.Name, cb)
+		}
+		for n := range ports {
+			exposed[n] = true
+		}
 	}
-	for _, port := range []int{8080, 9090} {
+	for _, port := range []int{8080, 9090, gw, cb} {
 		if !exposed[port] {
 			t.Errorf("no Service targets container port %d", port)
 		}
@@ -658,13 +682,21 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 	}
 
 	// Every ingress rule names its port and its sources; who may reach which port.
+	client := func(p npPeer) bool {
+		return p.PodSelector != nil && p.PodSelector.MatchLabels["tokend-client"] == "true" && p.IPBlock == nil
+	}
 	allowed := map[int]func(npPeer) bool{
-		8080: func(p npPeer) bool {
-			return p.PodSelector != nil && p.PodSelector.MatchLabels["tokend-client"] == "true" && p.IPBlock == nil
-		},
+		8080:                 client,
+		atoi(t, gatewayPort): client, // the gateway serves the same clients with the same keys
 		9090: func(p npPeer) bool {
 			return p.PodSelector != nil && p.PodSelector.MatchLabels["app.kubernetes.io/name"] == "prometheus" &&
 				p.NamespaceSelector != nil && len(p.NamespaceSelector.MatchLabels) > 0
+		},
+		// DingTalk's pushes arrive through the ingress controller: pods of a named namespace, not the
+		// whole Internet nor the client pods.
+		atoi(t, callbackPort): func(p npPeer) bool {
+			return p.PodSelector != nil && len(p.PodSelector.MatchLabels) > 0 && p.PodSelector.MatchLabels["tokend-client"] == "" &&
+				p.NamespaceSelector != nil && len(p.NamespaceSelector.MatchLabels) > 0 && p.IPBlock == nil
 		},
 	}
 	reached := map[int]bool{}
@@ -706,6 +738,82 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 		if !egress[port] {
 			t.Errorf("no egress rule for port %d", port)
 		}
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestOptionalListeners checks that the optional listeners have one port each everywhere: the Deployment
+// declares them by name, the ConfigMap and Compose configs name those ports (commented out where the
+// listener is off), Compose publishes the ones that are on, and config.example.yaml does not put both
+// examples on one port.
+func TestOptionalListeners(t *testing.T) {
+	objs := kubernetesObjects(t)
+	o := one(t, objs, "Deployment")
+	var d deployment
+	decodeNode(t, o.file, o.node, &d)
+	declared := map[string]int{}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		declared[p.Name] = p.ContainerPort
+	}
+	if declared["gateway"] != atoi(t, gatewayPort) || declared["callback"] != atoi(t, callbackPort) {
+		t.Errorf("%s: container ports gateway %d, callback %d; want %s and %s", o.file, declared["gateway"], declared["callback"], gatewayPort, callbackPort)
+	}
+
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	c := one(t, objs, "ConfigMap")
+	decodeNode(t, c.file, c.node, &cm)
+	listener := func(text, key string) (port string, on bool) {
+		m := regexp.MustCompile(`(?m)^\s*(#\s*)?` + key + `:\s*(\S+)`).FindStringSubmatch(text)
+		if m == nil {
+			t.Errorf("%s is not there, not even commented out", key)
+			return "", false
+		}
+		_, port, err := net.SplitHostPort(m[2])
+		if err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
+		return port, m[1] == ""
+	}
+	for _, cfg := range []struct{ what, text string }{
+		{"configmap.yaml", cm.Data["config.yaml"]},
+		{"deploy/compose/config.yaml", string(readFile(t, "deploy/compose/config.yaml"))},
+	} {
+		for _, l := range []struct{ key, port string }{{"gateway_listen", gatewayPort}, {"callback_listen", callbackPort}} {
+			if port, _ := listener(cfg.text, l.key); port != l.port {
+				t.Errorf("%s: %s on port %q, want %s", cfg.what, l.key, port, l.port)
+			}
+		}
+	}
+
+	// Compose publishes a listener that is on, on every replica, on loopback (TestComposeServices).
+	compose := loadCompose(t)
+	text := string(readFile(t, "deploy/compose/config.yaml"))
+	for _, l := range []struct{ key, port string }{{"gateway_listen", gatewayPort}, {"callback_listen", callbackPort}} {
+		if _, on := listener(text, l.key); !on {
+			continue
+		}
+		for _, svc := range []string{"tokend-1", "tokend-2"} {
+			if !slices.ContainsFunc(compose.Services[svc].Ports, func(p string) bool { return strings.HasSuffix(p, ":"+l.port) }) {
+				t.Errorf("docker-compose.yml: %s does not publish %s's port %s", svc, l.key, l.port)
+			}
+		}
+	}
+
+	example := string(readFile(t, "config.example.yaml"))
+	gw, _ := listener(example, "gateway_listen")
+	cb, _ := listener(example, "callback_listen")
+	if gw == cb {
+		t.Errorf("config.example.yaml: gateway_listen and callback_listen examples share port %s", gw)
 	}
 }
 
