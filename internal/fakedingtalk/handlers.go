@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -155,6 +156,13 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request, legacy bool, val
 		JSAPITicket string `json:"jsapiTicket"`
 		ExpireIn    int64  `json:"expireIn"`
 	}{v, seconds(s.ticketTTL, badExpiry)})
+}
+
+// readNewJSON reads a new-API JSON body into v and reports whether it parsed.
+func readNewJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	return err == nil && mt == "application/json" && json.Unmarshal(raw, v) == nil
 }
 
 // writeNewToken answers a new-API token call: {"accessToken","expireIn"}.
