@@ -84,7 +84,26 @@ func (s *Server) readSuiteCall(w http.ResponseWriter, r *http.Request, corp bool
 
 // suiteAccessToken serves POST /v1.0/oauth2/suiteAccessToken {"suiteKey","suiteSecret","suiteTicket"}.
 func (s *Server) suiteAccessToken(w http.ResponseWriter, r *http.Request) {
-	body, badExpiry, ok := s.readSuiteCall(w, r, false)
+	s.serveSuiteCall(w, r, false, func(body suiteCall, su *suiteState, now time.Time) (string, bool) {
+		t := su.token
+		if t != nil && t.validAt(now) {
+			if exp := now.Add(s.tokenTTL); exp.After(t.ExpiresAt) {
+				t.ExpiresAt = exp
+			}
+		} else {
+			t = &ISVIssued{Suite: body.SuiteKey, Kind: KindSuiteToken, Value: newValue(SuiteTokenPrefix), IssuedAt: now, ExpiresAt: now.Add(s.tokenTTL)}
+			su.token = t
+			s.recordISVLocked(t)
+		}
+		return t.Value, true
+	})
+}
+
+// serveSuiteCall serves a suite token call or, with corp, a corp token call: it reads and admits the
+// call (readSuiteCall), checks the suite's credentials and ticket, and answers with the token issue
+// returns. issue runs under s.mu; when it returns ok false it has written the error.
+func (s *Server) serveSuiteCall(w http.ResponseWriter, r *http.Request, corp bool, issue func(body suiteCall, su *suiteState, now time.Time) (value string, ok bool)) {
+	body, badExpiry, ok := s.readSuiteCall(w, r, corp)
 	if !ok {
 		return
 	}
@@ -95,19 +114,11 @@ func (s *Server) suiteAccessToken(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		return
 	}
-	t := su.token
-	if t != nil && t.validAt(now) {
-		if exp := now.Add(s.tokenTTL); exp.After(t.ExpiresAt) {
-			t.ExpiresAt = exp
-		}
-	} else {
-		t = &ISVIssued{Suite: body.SuiteKey, Kind: KindSuiteToken, Value: newValue(SuiteTokenPrefix), IssuedAt: now, ExpiresAt: now.Add(s.tokenTTL)}
-		su.token = t
-		s.recordISVLocked(t)
-	}
-	v := t.Value
+	v, ok := issue(body, su, now)
 	s.mu.Unlock()
-	writeNewToken(w, v, seconds(s.tokenTTL, badExpiry))
+	if ok {
+		writeNewToken(w, v, seconds(s.tokenTTL, badExpiry))
+	}
 }
 
 // suiteCallOK checks a suite's credentials and ticket, writing the error when they fail. s.mu is held
@@ -128,30 +139,18 @@ func (s *Server) suiteCallOK(w http.ResponseWriter, su *suiteState, secret, tick
 // {"suiteKey","suiteSecret","authCorpId","suiteTicket"}: a new token on every call; the previous one
 // dies at once.
 func (s *Server) corpAccessToken(w http.ResponseWriter, r *http.Request) {
-	body, badExpiry, ok := s.readSuiteCall(w, r, true)
-	if !ok {
-		return
-	}
-	now := s.now()
-	s.mu.Lock()
-	su := s.suiteLocked(body.SuiteKey)
-	if !s.suiteCallOK(w, su, body.SuiteSecret, body.SuiteTicket, now) {
-		s.mu.Unlock()
-		return
-	}
-	c := su.corps[body.AuthCorpID]
-	if c == nil || !c.authorized {
-		s.mu.Unlock()
-		writeNewError(w, http.StatusBadRequest, CodeInvalidAuthCorpID, "企业未授权该应用")
-		return
-	}
-	c.token.end(now, EndRotated)
-	t := &ISVIssued{Suite: body.SuiteKey, Corp: body.AuthCorpID, Kind: token.AccessToken, Value: newValue(CorpTokenPrefix), IssuedAt: now, ExpiresAt: now.Add(s.tokenTTL)}
-	c.token = t
-	s.recordISVLocked(t)
-	v := t.Value
-	s.mu.Unlock()
-	writeNewToken(w, v, seconds(s.tokenTTL, badExpiry))
+	s.serveSuiteCall(w, r, true, func(body suiteCall, su *suiteState, now time.Time) (string, bool) {
+		c := su.corps[body.AuthCorpID]
+		if c == nil || !c.authorized {
+			writeNewError(w, http.StatusBadRequest, CodeInvalidAuthCorpID, "企业未授权该应用")
+			return "", false
+		}
+		c.token.end(now, EndRotated)
+		t := &ISVIssued{Suite: body.SuiteKey, Corp: body.AuthCorpID, Kind: token.AccessToken, Value: newValue(CorpTokenPrefix), IssuedAt: now, ExpiresAt: now.Add(s.tokenTTL)}
+		c.token = t
+		s.recordISVLocked(t)
+		return t.Value, true
+	})
 }
 
 // isvJSAPITicket serves GET /get_jsapi_ticket when the presented token is an ISV corp token, and
