@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
@@ -65,9 +63,8 @@ func TestMemoryISVContract(t *testing.T) {
 
 func TestMiniredisISVContract(t *testing.T) {
 	runISVContract(t, func(t *testing.T) isvHarness {
-		mr := miniredis.RunT(t)
-		opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
-		return isvHarness{a: openRedis(t, opts), b: openRedis(t, opts), advance: mr.FastForward}
+		a, b, _, advance := miniredisPair(t)
+		return isvHarness{a: a, b: b, advance: advance}
 	})
 }
 
@@ -75,8 +72,8 @@ func TestRedisISVContract(t *testing.T) {
 	srv := redistest.Start(t)
 	var p prefixes
 	runISVContract(t, func(t *testing.T) isvHarness {
-		opts := store.RedisOptions{URL: srv.URL(), Prefix: p.next()}
-		return isvHarness{a: openRedis(t, opts), b: openRedis(t, opts)}
+		a, b := redisPair(t, srv.URL(), &p)
+		return isvHarness{a: a, b: b}
 	})
 }
 
