@@ -11,6 +11,7 @@ import (
 	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
+	"github.com/tokend/tokend/internal/store/storetest"
 )
 
 // isvStore is the third-party part of a store: suite tickets and leases.
@@ -31,26 +32,6 @@ type isvHarness struct {
 	a, b isvStore
 	// advance moves the backend's clock; nil means the wall clock (real Redis).
 	advance func(time.Duration)
-}
-
-// elapse lets d pass, then requires cond: at once with a clock, within a few seconds of polling
-// with the wall clock, where the expiry itself is what is tested.
-func (h isvHarness) elapse(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if h.advance != nil {
-		h.advance(d)
-		if !cond() {
-			t.Fatalf("%s: not so after advancing the clock by %v", what, d)
-		}
-		return
-	}
-	deadline := time.Now().Add(d + 5*time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not so 5s after %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a wall-clock expiry; nothing to wait on instead
-	}
 }
 
 func TestMemoryISVContract(t *testing.T) {
@@ -222,7 +203,7 @@ func runISVContract(t *testing.T, newStore func(t *testing.T) isvHarness) {
 			h.advance(ttl / 2)
 			mustLease(t, h.b, "stream:saas", "r2", ttl, false)
 		}
-		h.elapse(t, ttl, "the lease lapsed and another replica took it", func() bool {
+		storetest.Elapse(t, h.advance, ttl, "the lease lapsed and another replica took it", func() bool {
 			held, err := h.b.TryLease(t.Context(), "stream:saas", "r2", time.Minute)
 			return err == nil && held
 		})
