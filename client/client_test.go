@@ -161,42 +161,61 @@ func TestCacheExpiry(t *testing.T) {
 func TestConcurrentCallersShareOneRequest(t *testing.T) {
 	tk := startTokend(t)
 	c, ct := tk.newClient(t, tk.Key, nil)
-	ct.gate = make(chan struct{})
 	const callers = 16
-	missed := make(chan struct{}, callers)
-	c.testHookFlight = func() { missed <- struct{}{} }
-
-	type result struct {
-		tok Token
-		err error
-	}
-	results := make(chan result, callers)
-	for range callers {
-		go func() {
-			tok, err := c.AccessToken(t.Context(), appCRM)
-			results <- result{tok, err}
-		}()
-	}
 	// Every caller found the cache empty before the one request may go out.
-	for range callers {
-		<-missed
-	}
-	close(ct.gate)
-	var first Token
-	for i := range callers {
-		r := <-results
-		if r.err != nil {
-			t.Fatalf("caller: %v", r.err)
-		}
-		if i == 0 {
-			first = r.tok
-		} else if r.tok != first {
+	toks := atOnce(t, c, ct, callers, func() (Token, error) { return c.AccessToken(t.Context(), appCRM) })
+	for _, tok := range toks[1:] {
+		if tok != toks[0] {
 			t.Fatal("callers got different tokens")
 		}
 	}
 	if n := ct.n.Load(); n != 1 {
 		t.Fatalf("%d concurrent callers made %d requests, want 1", callers, n)
 	}
+}
+
+// atOnce runs n callers of call together: ct holds every request until each caller has reached the
+// client's flight (found nothing to share yet, or joined one), then lets them go. It returns the
+// callers' tokens in the order they came back; a caller's error fails t.
+func atOnce(t *testing.T, c *Client, ct *countingTransport, n int, call func() (Token, error)) []Token {
+	t.Helper()
+	ct.gate = make(chan struct{})
+	reached := make(chan struct{}, n)
+	c.testHookFlight = func() { reached <- struct{}{} }
+	type result struct {
+		tok Token
+		err error
+	}
+	results := make(chan result, n)
+	for range n {
+		go func() {
+			tok, err := call()
+			results <- result{tok, err}
+		}()
+	}
+	for range n {
+		<-reached
+	}
+	close(ct.gate)
+	toks := make([]Token, n)
+	for i := range toks {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("caller: %v", r.err)
+		}
+		toks[i] = r.tok
+	}
+	return toks
+}
+
+// mustToken returns c's access token of appCRM; an error fails t.
+func mustToken(t *testing.T, c *Client) Token {
+	t.Helper()
+	tok, err := c.AccessToken(t.Context(), appCRM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
@@ -406,10 +425,7 @@ func TestInvalidate(t *testing.T) {
 	ctx := t.Context()
 	c, ct := tk.newClient(t, tk.Key, nil)
 
-	old, err := c.AccessToken(ctx, appCRM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := mustToken(t, c)
 	tk.Fake.Revoke(old.Value) // DingTalk now refuses it, as after a secret reset
 	fresh, err := c.Invalidate(ctx, appCRM, old.Value)
 	if err != nil {
@@ -423,10 +439,7 @@ func TestInvalidate(t *testing.T) {
 	}
 	n := ct.n.Load()
 	// The new token is cached.
-	got, err := c.AccessToken(ctx, appCRM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := mustToken(t, c)
 	if got.Value != fresh.Value {
 		t.Fatal("AccessToken after Invalidate does not return the new token")
 	}
@@ -454,10 +467,7 @@ func TestInvalidateDropsCachedToken(t *testing.T) {
 	tk := startTokend(t)
 	ctx := t.Context()
 	c, ct := tk.newClient(t, tk.Key, nil)
-	old, err := c.AccessToken(ctx, appCRM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := mustToken(t, c)
 	tk.Fake.Revoke(old.Value)
 	if _, err := c.Invalidate(ctx, appCRM, old.Value); err != nil {
 		t.Fatal(err)
@@ -497,14 +507,11 @@ func TestDoRetriesOnceOnInvalidToken(t *testing.T) {
 			tk := startTokend(t)
 			c, ct := tk.newClient(t, tk.Key, nil)
 			ctx := t.Context()
-			old, err := c.AccessToken(ctx, appCRM)
-			if err != nil {
-				t.Fatal(err)
-			}
+			old := mustToken(t, c)
 			tk.Fake.Revoke(old.Value)
 
 			var used []string
-			err = c.Do(ctx, appCRM, func(_ context.Context, tok string) error {
+			err := c.Do(ctx, appCRM, func(_ context.Context, tok string) error {
 				used = append(used, tok)
 				if tok == old.Value {
 					return sig.err()
@@ -590,14 +597,11 @@ func TestDoRetriesAtMostOnce(t *testing.T) {
 	tk := startTokend(t)
 	ctx := t.Context()
 	c, ct := tk.newClient(t, tk.Key, nil)
-	tok, err := c.AccessToken(ctx, appCRM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := mustToken(t, c)
 
 	// DingTalk keeps refusing (the token is fine for tokend: the caller's problem is elsewhere).
 	calls := 0
-	err = c.Do(ctx, appCRM, func(context.Context, string) error { calls++; return LegacyError(40014, "") })
+	err := c.Do(ctx, appCRM, func(context.Context, string) error { calls++; return LegacyError(40014, "") })
 	if !IsInvalidToken(err) {
 		t.Fatalf("err = %v, want the call's invalid-token error", err)
 	}
@@ -815,41 +819,14 @@ func TestConcurrentInvalidateSharesOneRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tk := startTokend(t)
 			c, ct := tk.newClient(t, tk.Key, nil)
-			old, err := c.AccessToken(t.Context(), appCRM)
-			if err != nil {
-				t.Fatal(err)
-			}
+			old := mustToken(t, c)
 			if tt.revoke {
 				tk.Fake.Revoke(old.Value)
 			}
-			ct.gate = make(chan struct{})
-			const callers = 8
-			reached := make(chan struct{}, callers)
-			c.testHookFlight = func() { reached <- struct{}{} }
-			type result struct {
-				tok Token
-				err error
-			}
-			results := make(chan result, callers)
-			for range callers {
-				go func() {
-					tok, err := c.Invalidate(t.Context(), appCRM, old.Value)
-					results <- result{tok, err}
-				}()
-			}
-			for range callers {
-				<-reached
-			}
-			close(ct.gate)
-			var first Token
-			for i := range callers {
-				r := <-results
-				if r.err != nil {
-					t.Fatalf("Invalidate: %v", r.err)
-				}
-				if i == 0 {
-					first = r.tok
-				} else if r.tok.Value != first.Value {
+			toks := atOnce(t, c, ct, 8, func() (Token, error) { return c.Invalidate(t.Context(), appCRM, old.Value) })
+			first := toks[0]
+			for _, tok := range toks[1:] {
+				if tok.Value != first.Value {
 					t.Fatal("reporters got different tokens")
 				}
 			}

@@ -8,34 +8,17 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/fakedingtalk"
 )
 
-type flowClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *flowClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *flowClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func startFlowsFake(t *testing.T) (*fakedingtalk.Server, *dingtalk.Client, *flowClock) {
+func startFlowsFake(t *testing.T) (*fakedingtalk.Server, *dingtalk.Client, *fakeclock.Clock) {
 	t.Helper()
-	clk := &flowClock{now: time.Now()}
+	clk := fakeclock.New(time.Now())
 	fake := fakedingtalk.New(fakedingtalk.Options{Now: clk.Now})
 	srv := httptest.NewServer(fake)
 	t.Cleanup(func() { fake.Close(); srv.Close() })

@@ -116,13 +116,45 @@ func (s *Server) ctlSetFault(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ctlRevoke(w http.ResponseWriter, r *http.Request) {
+	if v, ok := decodeRevoke(w, r); ok {
+		writeJSON(w, "application/json", http.StatusOK, map[string]bool{"revoked": s.Revoke(v)})
+	}
+}
+
+// decodeRevoke reads a revoke body {"value"} (here and under /_fake/isv/).
+func decodeRevoke(w http.ResponseWriter, r *http.Request) (string, bool) {
 	var b struct {
 		Value string `json:"value"`
 	}
 	if !decode(w, r, &b) {
-		return
+		return "", false
 	}
-	writeJSON(w, "application/json", http.StatusOK, map[string]bool{"revoked": s.Revoke(b.Value)})
+	return b.Value, true
+}
+
+// validQuery is a validity question {"kind","value","at"} (here and under /_fake/isv/); At defaults
+// to the fake's now.
+type validQuery struct {
+	Kind  token.Kind
+	Value string
+	At    time.Time
+}
+
+// decodeValid reads a validity question.
+func (s *Server) decodeValid(w http.ResponseWriter, r *http.Request) (validQuery, bool) {
+	var b struct {
+		Kind  token.Kind `json:"kind"`
+		Value string     `json:"value"`
+		At    *time.Time `json:"at"`
+	}
+	if !decode(w, r, &b) {
+		return validQuery{}, false
+	}
+	q := validQuery{Kind: b.Kind, Value: b.Value, At: s.now()}
+	if b.At != nil {
+		q.At = *b.At
+	}
+	return q, true
 }
 
 func (s *Server) ctlCalls(w http.ResponseWriter, r *http.Request) {
@@ -163,21 +195,13 @@ func (s *Server) ctlCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ctlValid(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		Kind  token.Kind `json:"kind"`
-		Value string     `json:"value"`
-		At    *time.Time `json:"at"`
-	}
-	if !decode(w, r, &b) {
+	q, ok := s.decodeValid(w, r)
+	if !ok {
 		return
 	}
-	if b.Kind != token.AccessToken && b.Kind != token.JSAPITicket {
+	if q.Kind != token.AccessToken && q.Kind != token.JSAPITicket {
 		ctlError(w, "kind must be access_token or jsapi_ticket")
 		return
 	}
-	at := s.now()
-	if b.At != nil {
-		at = *b.At
-	}
-	writeJSON(w, "application/json", http.StatusOK, map[string]bool{"valid": s.Valid(b.Kind, b.Value, at)})
+	writeJSON(w, "application/json", http.StatusOK, map[string]bool{"valid": s.Valid(q.Kind, q.Value, q.At)})
 }

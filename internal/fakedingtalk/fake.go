@@ -342,6 +342,9 @@ type call struct {
 	endpoint string // EndpointToken or EndpointTicket
 	key      string // appKey / corp id, or the app of the presented token; "" if unknown
 	corp     bool   // legacy token call by corpid
+	// countAborts is set by admit: an internal app's call counts in Counts.Aborted when its client
+	// gives up during a fault (ISV calls are counted in ISVCounts, which has no such count).
+	countAborts bool
 }
 
 // admit counts the call, applies the automatic ban and any fault. It returns proceed false when it
@@ -380,13 +383,22 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 	if !faulted {
 		return true, false
 	}
+	c.countAborts = true
+	return s.suffer(w, r, c, f)
+}
+
+// suffer applies fault f to call c, whose admission found it: it holds the call for the fault's
+// latency (or for ever), then answers as the fault's mode says. Like admit, it returns proceed false
+// when it already answered (or dropped) the request, and badExpiry when the answer must say
+// expires_in 0. A client that gives up meanwhile counts in Counts.Aborted when c.countAborts is set.
+func (s *Server) suffer(w http.ResponseWriter, r *http.Request, c call, f Fault) (proceed, badExpiry bool) {
 	if f.Latency > 0 {
 		t := time.NewTimer(f.Latency)
 		defer t.Stop()
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			s.aborted(c.key)
+			s.abandoned(c)
 			return false, false
 		case <-s.closed:
 			panic(http.ErrAbortHandler)
@@ -400,7 +412,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 	case FaultHang:
 		select {
 		case <-r.Context().Done():
-			s.aborted(c.key)
+			s.abandoned(c)
 			return false, false
 		case <-s.closed:
 			panic(http.ErrAbortHandler) // drop the connection
@@ -408,6 +420,13 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed,
 	}
 	s.writeFault(w, c, f.Mode)
 	return false, false
+}
+
+// abandoned notes that c's client gave up while a fault held it.
+func (s *Server) abandoned(c call) {
+	if c.countAborts {
+		s.aborted(c.key)
+	}
 }
 
 func (s *Server) faultLocked(key, endpoint string) (Fault, bool) {
@@ -477,13 +496,7 @@ func (s *Server) fetchTokenLocked(key string, a *app, now time.Time) *Issued {
 // a new one.
 func (s *Server) fetchTicketLocked(key string, a *app, now time.Time) *Issued {
 	if t := a.ticket; t != nil && t.validAt(now) {
-		exp := now.Add(s.ticketTTL)
-		if death := t.IssuedAt.Add(s.maxAge); exp.After(death) {
-			exp = death
-		}
-		if exp.After(t.ExpiresAt) {
-			t.ExpiresAt = exp
-		}
+		s.renewTicket(t.IssuedAt, &t.ExpiresAt, now)
 		return t
 	}
 	exp := now.Add(min(s.ticketTTL, s.maxAge))
@@ -491,6 +504,18 @@ func (s *Server) fetchTicketLocked(key string, a *app, now time.Time) *Issued {
 	a.ticket = t
 	s.recordLocked(t)
 	return t
+}
+
+// renewTicket applies a fetch at now to a valid jsapi ticket issued at issuedAt: its expiry moves to
+// ticketTTL from now, never backwards and never past issuedAt + maxAge (a ticket's hard 24 h).
+func (s *Server) renewTicket(issuedAt time.Time, expiresAt *time.Time, now time.Time) {
+	exp := now.Add(s.ticketTTL)
+	if death := issuedAt.Add(s.maxAge); exp.After(death) {
+		exp = death
+	}
+	if exp.After(*expiresAt) {
+		*expiresAt = exp
+	}
 }
 
 func (s *Server) recordLocked(i *Issued) {

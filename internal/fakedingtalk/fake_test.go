@@ -16,36 +16,19 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/token"
 )
 
-// clock is a controllable clock for the fake.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 var t0 = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 
-func newClock() *clock { return &clock{t: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeclock.Clock { return fakeclock.New(t0) }
 
 // env is a fake served over HTTP with a client pointed at it.
 type env struct {
 	fake   *Server
 	client *dingtalk.Client
-	clock  *clock
+	clock  *fakeclock.Clock
 	url    string
 }
 

@@ -263,34 +263,15 @@ func (s *Server) openAppStream(w http.ResponseWriter, r *http.Request, req strea
 		writeNewError(w, http.StatusBadRequest, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
 		return
 	}
-	if len(req.Subscriptions) == 0 {
-		writeNewError(w, http.StatusBadRequest, "invalidParameter", "subscriptions is mandatory")
+	events, ok := req.events(w)
+	if !ok {
 		return
-	}
-	events := false
-	for _, sub := range req.Subscriptions {
-		switch sub.Type {
-		case "EVENT":
-			events = true
-		case "SYSTEM", "CALLBACK":
-		default:
-			writeNewError(w, http.StatusBadRequest, "invalidParameter", "unknown subscription type")
-			return
-		}
 	}
 	ticket := newValue(StreamTicketPrefix)
 	s.mu.Lock()
-	g := &s.isv.gw
-	g.init()
-	g.tickets[ticket] = streamTicket{clientID: req.ClientID, events: events, expiresAt: s.now().Add(StreamTicketTTL)}
-	g.statsOf(req.ClientID).Opens++
-	s.notifyLocked()
+	s.openStreamLocked(req.ClientID, ticket, events, s.now())
 	s.mu.Unlock()
-	scheme := "ws"
-	if r.TLS != nil {
-		scheme = "wss"
-	}
-	writeJSON(w, newContentType, http.StatusOK, map[string]string{"endpoint": scheme + "://" + r.Host + StreamPath, "ticket": ticket})
+	writeStreamOpened(w, r, ticket)
 }
 
 func (s *Server) robotSend(w http.ResponseWriter, r *http.Request) {

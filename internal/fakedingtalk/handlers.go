@@ -90,9 +90,7 @@ func (s *Server) newAccessToken(w http.ResponseWriter, r *http.Request) {
 		AppKey    string `json:"appKey"`
 		AppSecret string `json:"appSecret"`
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
-	parsed := err == nil && mt == "application/json" && json.Unmarshal(raw, &body) == nil
+	parsed := readNewJSON(w, r, &body)
 	c := call{endpoint: EndpointToken, key: body.AppKey}
 	proceed, badExpiry := s.admit(w, r, c)
 	if !proceed {
@@ -108,10 +106,7 @@ func (s *Server) newAccessToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, newContentType, http.StatusOK, struct {
-		AccessToken string `json:"accessToken"`
-		ExpireIn    int64  `json:"expireIn"`
-	}{value, seconds(s.tokenTTL, badExpiry)})
+	writeNewToken(w, value, seconds(s.tokenTTL, badExpiry))
 }
 
 // newJSAPITicket serves POST /v1.0/oauth2/jsapiTickets with the token in x-acs-dingtalk-access-token.
@@ -154,18 +149,38 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request, legacy bool, val
 	v := t.Value
 	s.mu.Unlock()
 	if legacy {
-		writeJSON(w, legacyContentType, http.StatusOK, struct {
-			Errcode   int    `json:"errcode"`
-			Ticket    string `json:"ticket"`
-			Errmsg    string `json:"errmsg"`
-			ExpiresIn int64  `json:"expires_in"`
-		}{0, v, "ok", seconds(s.ticketTTL, badExpiry)})
+		writeLegacyTicket(w, v, seconds(s.ticketTTL, badExpiry))
 		return
 	}
 	writeJSON(w, newContentType, http.StatusOK, struct {
 		JSAPITicket string `json:"jsapiTicket"`
 		ExpireIn    int64  `json:"expireIn"`
 	}{v, seconds(s.ticketTTL, badExpiry)})
+}
+
+// readNewJSON reads a new-API JSON body into v and reports whether it parsed.
+func readNewJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	return err == nil && mt == "application/json" && json.Unmarshal(raw, v) == nil
+}
+
+// writeNewToken answers a new-API token call: {"accessToken","expireIn"}.
+func writeNewToken(w http.ResponseWriter, value string, expireIn int64) {
+	writeJSON(w, newContentType, http.StatusOK, struct {
+		AccessToken string `json:"accessToken"`
+		ExpireIn    int64  `json:"expireIn"`
+	}{value, expireIn})
+}
+
+// writeLegacyTicket answers GET /get_jsapi_ticket: {"errcode":0,"ticket","errmsg":"ok","expires_in"}.
+func writeLegacyTicket(w http.ResponseWriter, value string, expiresIn int64) {
+	writeJSON(w, legacyContentType, http.StatusOK, struct {
+		Errcode   int    `json:"errcode"`
+		Ticket    string `json:"ticket"`
+		Errmsg    string `json:"errmsg"`
+		ExpiresIn int64  `json:"expires_in"`
+	}{0, value, "ok", expiresIn})
 }
 
 // seconds is what an answer says in expires_in/expireIn.

@@ -3,9 +3,6 @@ package fakedingtalk
 import (
 	"errors"
 	"net/http"
-	"time"
-
-	"github.com/tokend/tokend/internal/token"
 )
 
 // The ISV model's routes: DingTalk's endpoints and the control API under /_fake/isv/.
@@ -106,28 +103,14 @@ func (s *Server) isvRoutes(mux *http.ServeMux) {
 		writeJSON(w, "application/json", http.StatusOK, s.ISVIssued())
 	})
 	mux.HandleFunc("POST /_fake/isv/valid", func(w http.ResponseWriter, r *http.Request) {
-		var b struct {
-			Kind  token.Kind `json:"kind"`
-			Value string     `json:"value"`
-			At    *time.Time `json:"at"`
+		if q, ok := s.decodeValid(w, r); ok {
+			writeJSON(w, "application/json", http.StatusOK, map[string]bool{"valid": s.ISVValid(q.Kind, q.Value, q.At)})
 		}
-		if !decode(w, r, &b) {
-			return
-		}
-		at := s.now()
-		if b.At != nil {
-			at = *b.At
-		}
-		writeJSON(w, "application/json", http.StatusOK, map[string]bool{"valid": s.ISVValid(b.Kind, b.Value, at)})
 	})
 	mux.HandleFunc("POST /_fake/isv/revoke", func(w http.ResponseWriter, r *http.Request) {
-		var b struct {
-			Value string `json:"value"`
+		if v, ok := decodeRevoke(w, r); ok {
+			writeJSON(w, "application/json", http.StatusOK, map[string]bool{"revoked": s.RevokeISV(v)})
 		}
-		if !decode(w, r, &b) {
-			return
-		}
-		writeJSON(w, "application/json", http.StatusOK, map[string]bool{"revoked": s.RevokeISV(b.Value)})
 	})
 	mux.HandleFunc("GET /_fake/isv/calls", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, "application/json", http.StatusOK, s.allISVCalls())

@@ -150,20 +150,9 @@ func (s *Server) openSuiteStream(w http.ResponseWriter, r *http.Request, req str
 		writeNewError(w, http.StatusBadRequest, "Missingbody", "body is mandatory for this action.")
 		return
 	}
-	if len(req.Subscriptions) == 0 {
-		writeNewError(w, http.StatusBadRequest, "invalidParameter", "subscriptions is mandatory")
+	events, ok := req.events(w)
+	if !ok {
 		return
-	}
-	events := false
-	for _, sub := range req.Subscriptions {
-		switch sub.Type {
-		case "EVENT":
-			events = true
-		case "SYSTEM", "CALLBACK":
-		default:
-			writeNewError(w, http.StatusBadRequest, "invalidParameter", "unknown subscription type")
-			return
-		}
 	}
 	now := s.now()
 	s.mu.Lock()
@@ -173,21 +162,48 @@ func (s *Server) openSuiteStream(w http.ResponseWriter, r *http.Request, req str
 		writeNewError(w, http.StatusBadRequest, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
 		return
 	}
+	ticket := randomHex(16)
+	s.openStreamLocked(req.ClientID, ticket, events, now)
+	s.mu.Unlock()
+	writeStreamOpened(w, r, ticket)
+}
+
+// events checks the subscriptions of a connection open, writing the error when they are bad, and
+// reports whether they ask for events (an EVENT subscription).
+func (req *streamOpenRequest) events(w http.ResponseWriter) (events, ok bool) {
+	if len(req.Subscriptions) == 0 {
+		writeNewError(w, http.StatusBadRequest, "invalidParameter", "subscriptions is mandatory")
+		return false, false
+	}
+	for _, sub := range req.Subscriptions {
+		switch sub.Type {
+		case "EVENT":
+			events = true
+		case "SYSTEM", "CALLBACK":
+		default:
+			writeNewError(w, http.StatusBadRequest, "invalidParameter", "unknown subscription type")
+			return false, false
+		}
+	}
+	return events, true
+}
+
+// openStreamLocked records ticket as a Stream ticket of clientID issued at now. s.mu is held.
+func (s *Server) openStreamLocked(clientID, ticket string, events bool, now time.Time) {
 	g := &s.isv.gw
 	g.init()
-	ticket := randomHex(16)
-	g.tickets[ticket] = streamTicket{clientID: req.ClientID, events: events, expiresAt: now.Add(StreamTicketTTL)}
-	g.statsOf(req.ClientID).Opens++
+	g.tickets[ticket] = streamTicket{clientID: clientID, events: events, expiresAt: now.Add(StreamTicketTTL)}
+	g.statsOf(clientID).Opens++
 	s.notifyLocked()
-	s.mu.Unlock()
+}
+
+// writeStreamOpened answers a connection open with the fake gateway's endpoint and ticket.
+func writeStreamOpened(w http.ResponseWriter, r *http.Request, ticket string) {
 	scheme := "ws"
 	if r.TLS != nil {
 		scheme = "wss"
 	}
-	writeJSON(w, newContentType, http.StatusOK, map[string]string{
-		"endpoint": scheme + "://" + r.Host + StreamPath,
-		"ticket":   ticket,
-	})
+	writeJSON(w, newContentType, http.StatusOK, map[string]string{"endpoint": scheme + "://" + r.Host + StreamPath, "ticket": ticket})
 }
 
 // streamConnect serves the WebSocket endpoint: GET StreamPath?ticket=….
@@ -264,7 +280,7 @@ func (s *Server) streamConnect(w http.ResponseWriter, r *http.Request) {
 				}
 				break
 			}
-			_ = ws.Write(ctx, websocket.MessageText, s.systemFrame("disconnect", `{"reason":"fake gateway disconnect"}`))
+			_ = ws.Write(ctx, websocket.MessageText, s.systemFrame("disconnect-"+randomHex(8), "disconnect", `{"reason":"fake gateway disconnect"}`))
 			_ = ws.Close(websocket.StatusNormalClosure, "disconnect")
 			return
 		case <-ctx.Done():
@@ -325,10 +341,10 @@ func (s *Server) streamAnswer(clientID string, b []byte) {
 
 func pingData(id string) string { return `{"opaque":"` + id + `"}` }
 
-// systemFrame encodes a SYSTEM frame of topic.
-func (s *Server) systemFrame(topic, data string) []byte {
+// systemFrame encodes a SYSTEM frame of topic with message id id.
+func (s *Server) systemFrame(id, topic, data string) []byte {
 	b, _ := json.Marshal(streamFrame{SpecVersion: "1.0", Type: "SYSTEM", Headers: map[string]string{
-		"contentType": "application/json", "messageId": topic + "-" + randomHex(8), "topic": topic,
+		"contentType": "application/json", "messageId": id, "topic": topic,
 		"time": strconv.FormatInt(s.now().UnixMilli(), 10),
 	}, Data: data})
 	return b
@@ -363,13 +379,7 @@ func (s *Server) PublishStream(suiteKey string, ev ISVEvent) (string, PushResult
 	}, Data: string(p.msg)})
 	m := &streamMsg{id: id, frame: b}
 	g.pending[suiteKey] = append(g.pending[suiteKey], m)
-	// One connection per message, as the real gateway does: the first with room.
-	for c := range g.conns[suiteKey] {
-		if c.events && !c.kicked && len(c.send) < cap(c.send) {
-			s.deliverLocked(c, m)
-			break
-		}
-	}
+	s.deliverOnceLocked(suiteKey, m)
 	s.notifyLocked()
 	return id, PushResult{SuiteTicket: p.ticket, PushedAt: p.pushedAt}, nil
 }
@@ -383,15 +393,23 @@ func (s *Server) RedeliverStream(suiteKey string) int {
 	g.init()
 	n := 0
 	for _, m := range g.pending[suiteKey] {
-		for c := range g.conns[suiteKey] {
-			if c.events && !c.kicked && len(c.send) < cap(c.send) {
-				s.deliverLocked(c, m)
-				n++
-				break
-			}
+		if s.deliverOnceLocked(suiteKey, m) {
+			n++
 		}
 	}
 	return n
+}
+
+// deliverOnceLocked queues m on one of the suite's connections subscribed to events, as the real
+// gateway does (one connection per message): the first with room. It reports whether one had room.
+func (s *Server) deliverOnceLocked(suiteKey string, m *streamMsg) bool {
+	for c := range s.isv.gw.conns[suiteKey] {
+		if c.events && !c.kicked && len(c.send) < cap(c.send) {
+			s.deliverLocked(c, m)
+			return true
+		}
+	}
+	return false
 }
 
 // PingStream sends a SYSTEM ping to every connection of the suite and returns how many it pinged.
@@ -407,10 +425,7 @@ func (s *Server) PingStream(suiteKey string) int {
 			continue
 		}
 		id := "ping-" + randomHex(8)
-		b, _ := json.Marshal(streamFrame{SpecVersion: "1.0", Type: "SYSTEM", Headers: map[string]string{
-			"contentType": "application/json", "messageId": id, "topic": "ping",
-			"time": strconv.FormatInt(s.now().UnixMilli(), 10),
-		}, Data: pingData(id)})
+		b := s.systemFrame(id, "ping", pingData(id))
 		select {
 		case c.send <- b:
 			n++

@@ -1,10 +1,12 @@
 // Package flowerr holds the errors shared by the flows beyond app tokens (user tokens, Stream
-// tickets, robots) and the one rule that turns a DingTalk failure into one of them. The HTTP API maps
+// tickets, robots), the one rule that turns a DingTalk failure into one of them, and the one way such
+// a flow calls DingTalk through the shared egress gate (Call). The HTTP API maps
 // these types to problem documents; nothing here knows HTTP. No error carries a secret: DingTalk
 // failures arrive already scrubbed (*dingtalk.Error) and only their code is kept for callers.
 package flowerr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -107,4 +109,32 @@ func Classify(err error, refused4xx func(*dingtalk.Error) error) (out error, ban
 	default:
 		return &UnavailableError{RetryAfter: busyRetry, Upstream: de, Reason: "dingtalk is failing"}, false
 	}
+}
+
+// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys. Egress
+// returns nil when a call may be made now, or the error to give the caller (rate limited, IP ban) as
+// it is; ReportBan tells every replica that DingTalk answered with the per-IP block.
+type Gate interface {
+	Egress(ctx context.Context) error
+	ReportBan(ctx context.Context)
+}
+
+// Call makes one DingTalk call of a flow: it asks gate for egress, runs call bounded by timeout, and
+// turns a failure into a flow error (Classify, with refused4xx), reporting a per-IP block to gate on a
+// context that outlives the caller's. gated is true when the gate refused the call: err is then the
+// gate's error as it is, and call was not run.
+func Call(ctx context.Context, gate Gate, timeout time.Duration, call func(context.Context) error, refused4xx func(*dingtalk.Error) error) (gated bool, err error) {
+	if err := gate.Egress(ctx); err != nil {
+		return true, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := call(cctx); err != nil {
+		out, banned := Classify(err, refused4xx)
+		if banned {
+			gate.ReportBan(context.WithoutCancel(ctx))
+		}
+		return false, out
+	}
+	return false, nil
 }

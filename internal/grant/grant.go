@@ -47,12 +47,8 @@ type Store interface {
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 }
 
-// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys (see
-// robot.Gate).
-type Gate interface {
-	Egress(ctx context.Context) error
-	ReportBan(ctx context.Context)
-}
+// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys.
+type Gate = flowerr.Gate
 
 // Upstream exchanges a grant at DingTalk. *dingtalk.Client implements it.
 type Upstream interface {
@@ -365,28 +361,27 @@ func (x *Exchanger) locked(ctx context.Context, a *appKeys, name string, g dingt
 
 // call makes the DingTalk call. A refusal of the grant is an answer (h.Refused), not an error.
 func (x *Exchanger) call(ctx context.Context, a *appKeys, g dingtalk.UserGrant) (held, error) {
-	if err := x.gate.Egress(ctx); err != nil {
-		return held{}, fmt.Errorf("user token %s: %w", a.Name, err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, x.timeout)
-	defer cancel()
-	t, err := x.up.UserAccessToken(cctx, a.Cred, g)
-	if err == nil {
-		return held{Result: &Result{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken,
-			ExpiresAt: x.now().Add(t.ExpiresIn).UTC().Truncate(time.Second), CorpID: t.CorpID}}, nil
-	}
-	var refused string
-	out, banned := flowerr.Classify(err, func(de *dingtalk.Error) error {
+	var (
+		t       dingtalk.UserToken
+		refused string
+	)
+	gated, err := flowerr.Call(ctx, x.gate, x.timeout, func(ctx context.Context) (err error) {
+		t, err = x.up.UserAccessToken(ctx, a.Cred, g)
+		return err
+	}, func(de *dingtalk.Error) error {
 		refused = de.Code
 		return &flowerr.InvalidGrantError{UpstreamCode: de.Code}
 	})
-	if banned {
-		x.gate.ReportBan(context.WithoutCancel(ctx))
-	}
-	if refused != "" {
+	switch {
+	case gated:
+		return held{}, fmt.Errorf("user token %s: %w", a.Name, err)
+	case refused != "":
 		return held{Refused: refused}, nil
+	case err != nil:
+		return held{}, err
 	}
-	return held{}, out
+	return held{Result: &Result{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken,
+		ExpiresAt: x.now().Add(t.ExpiresIn).UTC().Truncate(time.Second), CorpID: t.CorpID}}, nil
 }
 
 // read returns the held result called name, if there is one that opens: this replica's own, or one

@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/flowerr"
 	"github.com/tokend/tokend/internal/grant"
 	"github.com/tokend/tokend/internal/redistest"
@@ -24,23 +25,6 @@ var (
 	_ grant.Store    = (*store.Redis)(nil)
 	_ grant.Upstream = (*dingtalk.Client)(nil)
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type gate struct{ bans atomic.Int32 }
 
@@ -133,7 +117,7 @@ func newExchanger(t *testing.T, st grant.Store, up grant.Upstream, now func() ti
 func testConcurrent(t *testing.T, stores [3]grant.Store) {
 	dt := newDingTalk("code-1")
 	dt.release = make(chan struct{})
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	var xs []*grant.Exchanger
 	// DingTalk answers once the replicas that do not call are seen waiting on the store: the one
 	// that calls reads the note twice, each waiter once per poll.
@@ -192,7 +176,7 @@ func TestOneCodeOnThreeReplicasMakesOneCallOnRealRedis(t *testing.T) {
 }
 
 func TestResultsAreReplayedForFiveMinutes(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	m := store.NewMemory(store.MemoryOptions{Now: c.Now})
 	dt := newDingTalk("code-1")
 	a, b := newExchanger(t, m, dt, c.Now), newExchanger(t, m, dt, c.Now)
@@ -224,7 +208,7 @@ func TestResultsAreReplayedForFiveMinutes(t *testing.T) {
 }
 
 func TestRefusalsAreReplayedFailuresAreNot(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	m := store.NewMemory(store.MemoryOptions{Now: c.Now})
 	dt := newDingTalk("good")
 	x := newExchanger(t, m, dt, c.Now)
@@ -336,7 +320,7 @@ func (downStore) GetNote(context.Context, string) (string, time.Duration, bool, 
 func (downStore) SetNote(context.Context, string, string, time.Duration) error { return errDown }
 
 func TestWithoutTheStoreARetryIsStillAnsweredHere(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	dt := newDingTalk("code-1")
 	x := newExchanger(t, downStore{}, dt, c.Now)
 	first, _, err := x.Exchange(t.Context(), "crm", dingtalk.UserGrant{Code: "code-1"})

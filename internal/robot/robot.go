@@ -51,13 +51,10 @@ type Store interface {
 	SetNote(ctx context.Context, name, value string, ttl time.Duration) error
 }
 
-// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys.
-// Egress returns nil when a call may be made now, or the error to give the caller (rate limited,
-// IP ban) as it is; ReportBan tells every replica that DingTalk answered with the per-IP block.
-type Gate interface {
-	Egress(ctx context.Context) error
-	ReportBan(ctx context.Context)
-}
+// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys. A robot
+// send does not go through flowerr.Call: the robot's own window is taken between the gate and the
+// call, and its answers are classified by robot rules (410100, errcodes on HTTP 200).
+type Gate = flowerr.Gate
 
 // Upstream sends a robot message. *dingtalk.Client implements it.
 type Upstream interface {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokend/tokend/internal/dingtalk"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/flowerr"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/robot"
@@ -43,23 +44,6 @@ func TestSignMatchesAnIndependentlyComputedVector(t *testing.T) {
 	if got := robot.Sign(vectorSecret, vectorTS); got != vectorSign {
 		t.Fatalf("Sign = %q, want %q", got, vectorSign)
 	}
-}
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 type gate struct {
@@ -115,7 +99,7 @@ func TestSendSignsAndForwardsByteForByte(t *testing.T) {
 		_, _ = io.WriteString(w, `{"errcode":0,"errmsg":"ok"}`)
 	}))
 	t.Cleanup(srv.Close)
-	c := &clock{now: time.UnixMilli(vectorTS)}
+	c := fakeclock.New(time.UnixMilli(vectorTS))
 	up := dingtalk.New(dingtalk.Options{OAPIBase: srv.URL})
 	s := newSender(t, store.NewMemory(store.MemoryOptions{Now: c.Now}), &gate{}, up, c.Now, nil)
 	body := msg + "  \n" // odd whitespace must survive
@@ -172,7 +156,7 @@ func testWindow(t *testing.T, senders []*robot.Sender, up *upstream, advance fun
 }
 
 func TestWindowOfTwentyAcrossReplicas(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	st := store.NewMemory(store.MemoryOptions{Now: c.Now})
 	up := &upstream{}
 	reg := prometheus.NewRegistry()
@@ -213,7 +197,7 @@ func TestWindowOfTwentyAcrossReplicasOnRealRedis(t *testing.T) {
 }
 
 func TestBlockedRobotIsPausedOnEveryReplica(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	st := store.NewMemory(store.MemoryOptions{Now: c.Now})
 	up := &upstream{err: &dingtalk.Error{Family: dingtalk.FamilyLegacy, Status: 200, Code: "410100", Message: "send too fast"}}
 	a := newSender(t, st, &gate{}, up, c.Now, nil)
@@ -245,7 +229,7 @@ func TestBlockedRobotIsPausedOnEveryReplica(t *testing.T) {
 }
 
 func TestRefusalsAndFailures(t *testing.T) {
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	for _, tc := range []struct {
 		name   string
 		upErr  error

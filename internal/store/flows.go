@@ -41,8 +41,8 @@ func (s *Redis) namedLockKey(name string) string { return s.prefix + ":lock:" + 
 func (s *Redis) windowKey(name string) string { return s.prefix + ":window:" + name }
 
 // TryLockName takes the lock called name for owner for ttl (SET NX PX) if nobody holds it, and
-// reports whether it did. These locks share no key with the refresh locks of TryLock. ttl is rounded
-// up to a whole millisecond; a ttl <= 0 is an error.
+// reports whether it did. Like TryLock's, the lock is not re-entrant; these locks share no key with
+// the refresh locks of TryLock. ttl is rounded up to a whole millisecond; a ttl <= 0 is an error.
 func (s *Redis) TryLockName(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -50,18 +50,11 @@ func (s *Redis) TryLockName(ctx context.Context, name, owner string, ttl time.Du
 	if ttl <= 0 {
 		return false, fmt.Errorf("redis lock: %w", errInvalidTTL)
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	err := s.c.SetArgs(ctx, s.namedLockKey(name), owner, redis.SetArgs{Mode: "NX", TTL: ceilMillis(ttl)}).Err()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, redis.Nil):
-		return false, nil
-	default:
-		s.failed(err)
+	ok, err := s.setNX(ctx, s.namedLockKey(name), owner, ttl)
+	if err != nil {
 		return false, fmt.Errorf("redis lock: %w", err)
 	}
+	return ok, nil
 }
 
 // UnlockName releases the lock called name if owner still holds it; otherwise it does nothing.
@@ -69,10 +62,7 @@ func (s *Redis) UnlockName(ctx context.Context, name, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := unlockScript.Run(ctx, s.c, []string{s.namedLockKey(name)}, owner).Err(); err != nil {
-		s.failed(err)
+	if err := s.release(ctx, s.namedLockKey(name), owner); err != nil {
 		return fmt.Errorf("redis unlock: %w", err)
 	}
 	return nil

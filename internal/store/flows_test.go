@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
 )
@@ -35,7 +34,7 @@ type flowHarness struct {
 
 func TestFlowsMemory(t *testing.T) {
 	runFlowContract(t, func(t *testing.T) flowHarness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return flowHarness{A: m, B: m, Advance: clock.Advance}
 	})
@@ -43,16 +42,8 @@ func TestFlowsMemory(t *testing.T) {
 
 func TestFlowsMiniredis(t *testing.T) {
 	runFlowContract(t, func(t *testing.T) flowHarness {
-		mr := miniredis.RunT(t)
-		clock := newFakeClock()
-		mr.SetTime(clock.Now())
-		advance := func(d time.Duration) {
-			clock.Advance(d)
-			mr.SetTime(clock.Now())
-			mr.FastForward(d)
-		}
-		opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
-		return flowHarness{A: openRedis(t, opts), B: openRedis(t, opts), Advance: advance}
+		a, b, _, advance := miniredisPair(t)
+		return flowHarness{A: a, B: b, Advance: advance}
 	})
 }
 
@@ -60,8 +51,8 @@ func TestFlowsRealRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	var p prefixes
 	runFlowContract(t, func(t *testing.T) flowHarness {
-		opts := store.RedisOptions{URL: srv.URL(), Prefix: p.next()}
-		return flowHarness{A: openRedis(t, opts), B: openRedis(t, opts)}
+		a, b := redisPair(t, srv.URL(), &p)
+		return flowHarness{A: a, B: b}
 	})
 }
 

@@ -19,7 +19,7 @@ var errEmptyTicket = errors.New("suite ticket needs a value and a push time")
 // are created on first use; Memory.mu guards them.
 type isvMemory struct {
 	tickets map[string]SuiteTicket // by app
-	leases  map[string]memEntry    // by lease name
+	leases  holds[string]          // by lease name
 }
 
 func checkTicket(t SuiteTicket) error {
@@ -66,37 +66,14 @@ func (m *Memory) PutSuiteTicket(ctx context.Context, app string, t SuiteTicket) 
 }
 
 // TryLease takes the lease called name for owner for ttl if nobody holds it, or extends it by ttl
-// from now if owner already holds it, and reports whether owner holds it afterwards. ttl is rounded up
-// to a whole millisecond; a ttl <= 0 is an error.
+// from now if owner already holds it, and reports whether owner holds it afterwards. Unlike a lock, a
+// lease is renewed by taking it again (holds.go says why). ttl is rounded up to a whole millisecond;
+// a ttl <= 0 is an error.
 func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	if ttl <= 0 {
-		return false, errInvalidTTL
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	if l, ok := m.isv.leases[name]; ok && now.Before(l.expiresAt) && l.value != owner {
-		return false, nil
-	}
-	if m.isv.leases == nil {
-		m.isv.leases = make(map[string]memEntry)
-	}
-	m.isv.leases[name] = memEntry{value: owner, expiresAt: now.Add(ceilMillis(ttl))}
-	return true, nil
+	return tryHold(ctx, m, &m.isv.leases, name, owner, ttl, true)
 }
 
 // ReleaseLease ends the lease called name if owner holds it; otherwise it does nothing.
 func (m *Memory) ReleaseLease(ctx context.Context, name, owner string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.isv.leases[name]; ok && l.value == owner {
-		delete(m.isv.leases, name)
-	}
-	return nil
+	return releaseHold(ctx, m, &m.isv.leases, name, owner)
 }

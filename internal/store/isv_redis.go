@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -151,11 +150,8 @@ func (s *Redis) ReleaseLease(ctx context.Context, name, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	// The lock's compare-and-delete script serves leases as well.
-	if err := unlockScript.Run(ctx, s.c, []string{s.leaseKey(name)}, owner).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		s.failed(err)
+	// A lease is released exactly as a lock is: compare and delete.
+	if err := s.release(ctx, s.leaseKey(name), owner); err != nil {
 		return fmt.Errorf("redis release lease %s: %w", name, err)
 	}
 	return nil

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
+	"github.com/tokend/tokend/internal/store/storetest"
 )
 
 // isvStore is the third-party part of a store: suite tickets and leases.
@@ -34,29 +34,9 @@ type isvHarness struct {
 	advance func(time.Duration)
 }
 
-// elapse lets d pass, then requires cond: at once with a clock, within a few seconds of polling
-// with the wall clock, where the expiry itself is what is tested.
-func (h isvHarness) elapse(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if h.advance != nil {
-		h.advance(d)
-		if !cond() {
-			t.Fatalf("%s: not so after advancing the clock by %v", what, d)
-		}
-		return
-	}
-	deadline := time.Now().Add(d + 5*time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not so 5s after %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a wall-clock expiry; nothing to wait on instead
-	}
-}
-
 func TestMemoryISVContract(t *testing.T) {
 	runISVContract(t, func(t *testing.T) isvHarness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return isvHarness{a: m, b: m, advance: clock.Advance}
 	})
@@ -64,9 +44,8 @@ func TestMemoryISVContract(t *testing.T) {
 
 func TestMiniredisISVContract(t *testing.T) {
 	runISVContract(t, func(t *testing.T) isvHarness {
-		mr := miniredis.RunT(t)
-		opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
-		return isvHarness{a: openRedis(t, opts), b: openRedis(t, opts), advance: mr.FastForward}
+		a, b, _, advance := miniredisPair(t)
+		return isvHarness{a: a, b: b, advance: advance}
 	})
 }
 
@@ -74,8 +53,8 @@ func TestRedisISVContract(t *testing.T) {
 	srv := redistest.Start(t)
 	var p prefixes
 	runISVContract(t, func(t *testing.T) isvHarness {
-		opts := store.RedisOptions{URL: srv.URL(), Prefix: p.next()}
-		return isvHarness{a: openRedis(t, opts), b: openRedis(t, opts)}
+		a, b := redisPair(t, srv.URL(), &p)
+		return isvHarness{a: a, b: b}
 	})
 }
 
@@ -224,7 +203,7 @@ func runISVContract(t *testing.T, newStore func(t *testing.T) isvHarness) {
 			h.advance(ttl / 2)
 			mustLease(t, h.b, "stream:saas", "r2", ttl, false)
 		}
-		h.elapse(t, ttl, "the lease lapsed and another replica took it", func() bool {
+		storetest.Elapse(t, h.advance, ttl, "the lease lapsed and another replica took it", func() bool {
 			held, err := h.b.TryLease(t.Context(), "stream:saas", "r2", time.Minute)
 			return err == nil && held
 		})

@@ -38,7 +38,7 @@ type Memory struct {
 
 	mu      sync.Mutex
 	records map[token.Key]memRecord
-	locks   map[token.Key]memEntry
+	locks   holds[token.Key]
 	notes   map[string]memEntry
 	budgets map[budgetKey]budget
 	subs    map[*memSub]struct{}
@@ -90,7 +90,6 @@ func NewMemory(opts MemoryOptions) *Memory {
 	return &Memory{
 		now:     now,
 		records: make(map[token.Key]memRecord),
-		locks:   make(map[token.Key]memEntry),
 		notes:   make(map[string]memEntry),
 		budgets: make(map[budgetKey]budget),
 		subs:    make(map[*memSub]struct{}),
@@ -165,36 +164,15 @@ func (m *Memory) Put(ctx context.Context, k token.Key, gen int64, t token.Token)
 }
 
 // TryLock takes the lock of k for owner for ttl if nobody holds it, and reports whether it did. A
-// lock is not re-entrant: its holder cannot take it again. ttl is rounded up to a whole millisecond;
-// a ttl <= 0 is an error.
+// lock is not re-entrant: its holder cannot take it again (holds.go says why). ttl is rounded up to a
+// whole millisecond; a ttl <= 0 is an error.
 func (m *Memory) TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	if ttl <= 0 {
-		return false, errInvalidTTL
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	if l, ok := m.locks[k]; ok && now.Before(l.expiresAt) {
-		return false, nil
-	}
-	m.locks[k] = memEntry{value: owner, expiresAt: now.Add(ceilMillis(ttl))}
-	return true, nil
+	return tryHold(ctx, m, &m.locks, k, owner, ttl, false)
 }
 
 // Unlock releases the lock of k if owner still holds it; otherwise it does nothing.
 func (m *Memory) Unlock(ctx context.Context, k token.Key, owner string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.locks[k]; ok && l.value == owner {
-		delete(m.locks, k)
-	}
-	return nil
+	return releaseHold(ctx, m, &m.locks, k, owner)
 }
 
 // GetNote returns the note called name and how long it has left to live, by m's clock; ok is false

@@ -8,43 +8,20 @@ import (
 // memFlows is Memory's state for the operations of flows.go. Its zero value is ready; it is guarded
 // by Memory.mu.
 type memFlows struct {
-	locks   map[string]memEntry
+	locks   holds[string]
 	windows map[string][]time.Time // slot times, oldest first
 }
 
 // TryLockName takes the lock called name for owner for ttl if nobody holds it, and reports whether
-// it did. ttl is rounded up to a whole millisecond; a ttl <= 0 is an error.
+// it did. Like TryLock's, the lock is not re-entrant. ttl is rounded up to a whole millisecond; a
+// ttl <= 0 is an error.
 func (m *Memory) TryLockName(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	if ttl <= 0 {
-		return false, errInvalidTTL
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	if l, ok := m.flows.locks[name]; ok && now.Before(l.expiresAt) {
-		return false, nil
-	}
-	if m.flows.locks == nil {
-		m.flows.locks = make(map[string]memEntry)
-	}
-	m.flows.locks[name] = memEntry{value: owner, expiresAt: now.Add(ceilMillis(ttl))}
-	return true, nil
+	return tryHold(ctx, m, &m.flows.locks, name, owner, ttl, false)
 }
 
 // UnlockName releases the lock called name if owner still holds it; otherwise it does nothing.
 func (m *Memory) UnlockName(ctx context.Context, name, owner string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if l, ok := m.flows.locks[name]; ok && l.value == owner {
-		delete(m.flows.locks, name)
-	}
-	return nil
+	return releaseHold(ctx, m, &m.flows.locks, name, owner)
 }
 
 // TakeSlot takes one slot in the sliding window called name, which admits limit slots in any period

@@ -399,8 +399,8 @@ func (s *Redis) Put(ctx context.Context, k token.Key, gen int64, t token.Token) 
 }
 
 // TryLock takes the lock of k for owner for ttl (SET NX PX) if nobody holds it, and reports whether it
-// did. A lock is not re-entrant: its holder cannot take it again. ttl is rounded up to a whole
-// millisecond; a ttl <= 0 is an error.
+// did. A lock is not re-entrant: its holder cannot take it again (holds.go says why). ttl is rounded
+// up to a whole millisecond; a ttl <= 0 is an error.
 func (s *Redis) TryLock(ctx context.Context, k token.Key, owner string, ttl time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -408,18 +408,11 @@ func (s *Redis) TryLock(ctx context.Context, k token.Key, owner string, ttl time
 	if ttl <= 0 {
 		return false, fmt.Errorf("redis lock %s: %w", k, errInvalidTTL)
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	err := s.c.SetArgs(ctx, s.lockKey(k), owner, redis.SetArgs{Mode: "NX", TTL: ceilMillis(ttl)}).Err()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, redis.Nil):
-		return false, nil
-	default:
-		s.failed(err)
+	ok, err := s.setNX(ctx, s.lockKey(k), owner, ttl)
+	if err != nil {
 		return false, fmt.Errorf("redis lock %s: %w", k, err)
 	}
+	return ok, nil
 }
 
 // Unlock releases the lock of k if owner still holds it; otherwise it does nothing.
@@ -427,10 +420,7 @@ func (s *Redis) Unlock(ctx context.Context, k token.Key, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := unlockScript.Run(ctx, s.c, []string{s.lockKey(k)}, owner).Err(); err != nil {
-		s.failed(err)
+	if err := s.release(ctx, s.lockKey(k), owner); err != nil {
 		return fmt.Errorf("redis unlock %s: %w", k, err)
 	}
 	return nil

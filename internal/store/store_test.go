@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokend/tokend/internal/broker"
+	"github.com/tokend/tokend/internal/fakeclock"
 	"github.com/tokend/tokend/internal/redistest"
 	"github.com/tokend/tokend/internal/store"
 	"github.com/tokend/tokend/internal/store/storetest"
@@ -36,29 +36,9 @@ var (
 	_ broker.Store = (*store.Redis)(nil)
 )
 
-// fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestMemoryContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		clock := newFakeClock()
+		clock := fakeclock.New(time.Now())
 		m := store.NewMemory(store.MemoryOptions{Now: clock.Now})
 		return storetest.Harness{A: m, B: m, Now: clock.Now, Advance: clock.Advance}
 	})
@@ -80,20 +60,36 @@ type prefixes struct{ n atomic.Int64 }
 
 func (p *prefixes) next() string { return fmt.Sprintf("t%d", p.n.Add(1)) }
 
+// miniredisPair opens two handles (two replicas) on a fresh miniredis whose clock the test moves with
+// advance. miniredis keeps TTLs as durations that only FastForward shortens, while TIME (which Spend
+// and TakeSlot read) and absolute expiries (PEXPIREAT) follow the time set with SetTime: advance moves
+// both, and now reads that time.
+func miniredisPair(t *testing.T) (a, b *store.Redis, now func() time.Time, advance func(time.Duration)) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	clock := fakeclock.New(time.Now())
+	mr.SetTime(clock.Now())
+	advance = func(d time.Duration) {
+		clock.Advance(d)
+		mr.SetTime(clock.Now())
+		mr.FastForward(d)
+	}
+	opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
+	return openRedis(t, opts), openRedis(t, opts), clock.Now, advance
+}
+
+// redisPair opens two handles (two replicas) on the Redis at url under a fresh prefix from p, so
+// that subtests sharing one server start empty. Its clock is the wall clock.
+func redisPair(t *testing.T, url string, p *prefixes) (a, b *store.Redis) {
+	t.Helper()
+	opts := store.RedisOptions{URL: url, Prefix: p.next()}
+	return openRedis(t, opts), openRedis(t, opts)
+}
+
 func TestMiniredisContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		mr := miniredis.RunT(t)
-		// miniredis keeps TTLs as durations that only FastForward shortens, while TIME (which Spend
-		// reads) and absolute expiries (PEXPIREAT) follow the time set with SetTime: move both.
-		clock := newFakeClock()
-		mr.SetTime(clock.Now())
-		advance := func(d time.Duration) {
-			clock.Advance(d)
-			mr.SetTime(clock.Now())
-			mr.FastForward(d)
-		}
-		opts := store.RedisOptions{URL: "redis://" + mr.Addr(), Prefix: "tokend"}
-		return storetest.Harness{A: openRedis(t, opts), B: openRedis(t, opts), Now: clock.Now, Advance: advance}
+		a, b, now, advance := miniredisPair(t)
+		return storetest.Harness{A: a, B: b, Now: now, Advance: advance}
 	})
 }
 
@@ -101,8 +97,8 @@ func TestRedisContract(t *testing.T) {
 	srv := redistest.Start(t)
 	var p prefixes
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		opts := store.RedisOptions{URL: srv.URL(), Prefix: p.next()}
-		return storetest.Harness{A: openRedis(t, opts), B: openRedis(t, opts)}
+		a, b := redisPair(t, srv.URL(), &p)
+		return storetest.Harness{A: a, B: b}
 	})
 }
 

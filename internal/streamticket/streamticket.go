@@ -23,11 +23,8 @@ const MaxSubscriptions = 32
 // maxField bounds topic, ua and local_ip.
 const maxField = 256
 
-// Gate is the shared egress budget and IP-ban pause (see robot.Gate).
-type Gate interface {
-	Egress(ctx context.Context) error
-	ReportBan(ctx context.Context)
-}
+// Gate is the shared egress budget and IP-ban pause every Part 2 call to DingTalk obeys.
+type Gate = flowerr.Gate
 
 // Upstream opens Stream connections. *dingtalk.Client implements it.
 type Upstream interface {
@@ -156,22 +153,19 @@ func (t *Tickets) Open(ctx context.Context, app string, r dingtalk.StreamRequest
 }
 
 func (t *Tickets) open(ctx context.Context, a App, r dingtalk.StreamRequest) (dingtalk.StreamTicket, string, error) {
-	if err := t.gate.Egress(ctx); err != nil {
-		return dingtalk.StreamTicket{}, ResultEgress, fmt.Errorf("stream ticket %s: %w", a.Name, err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	tk, err := t.up.OpenConnection(cctx, a.Cred, r)
-	if err == nil {
-		return tk, ResultOK, nil
-	}
-	out, banned := flowerr.Classify(err, nil)
-	if banned {
-		t.gate.ReportBan(context.WithoutCancel(ctx))
-	}
+	var tk dingtalk.StreamTicket
+	gated, err := flowerr.Call(ctx, t.gate, t.timeout, func(ctx context.Context) (err error) {
+		tk, err = t.up.OpenConnection(ctx, a.Cred, r)
+		return err
+	}, nil)
 	var rej *flowerr.RejectedError
-	if errors.As(out, &rej) {
-		return dingtalk.StreamTicket{}, ResultRejected, out
+	switch {
+	case gated:
+		return dingtalk.StreamTicket{}, ResultEgress, fmt.Errorf("stream ticket %s: %w", a.Name, err)
+	case err == nil:
+		return tk, ResultOK, nil
+	case errors.As(err, &rej):
+		return dingtalk.StreamTicket{}, ResultRejected, err
 	}
-	return dingtalk.StreamTicket{}, ResultUnavailable, out
+	return dingtalk.StreamTicket{}, ResultUnavailable, err
 }

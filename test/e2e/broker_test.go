@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,15 +17,7 @@ import (
 // own fake DingTalk, Redis and replicas, like TestChaos's.
 func TestBrokerFailures(t *testing.T) {
 	t.Parallel() // own processes, Redis and fake: independent of the other tests
-	if testing.Short() {
-		t.Skip("runs real processes: skipped with -short")
-	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not found on PATH, and CI is set: %v", err)
-		}
-		t.Skipf("redis-server not found on PATH: %v", err)
-	}
+	requireProcesses(t, "the broker failure cases run real processes", "redis-server")
 	bins := build(t)
 	for _, sc := range []struct {
 		name string

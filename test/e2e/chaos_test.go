@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -16,15 +14,7 @@ import (
 // and replicas, asserts its invariants, and logs one summary line with its figures.
 func TestChaos(t *testing.T) {
 	t.Parallel() // own processes, Redis and fake: independent of the other tests
-	if testing.Short() {
-		t.Skip("the chaos suite runs real processes for minutes: skipped with -short")
-	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not found on PATH, and CI is set: the chaos suite must run in CI: %v", err)
-		}
-		t.Skipf("redis-server not found on PATH (install it to run the chaos suite): %v", err)
-	}
+	requireProcesses(t, "the chaos suite runs real processes for minutes", "redis-server")
 	bins := build(t)
 	for _, sc := range []struct {
 		name string

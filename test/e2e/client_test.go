@@ -290,32 +290,22 @@ func (c *cluster) startLoad(clients int, pace time.Duration, apps []string, limi
 	ctx := c.t.Context()
 	for range clients {
 		l.wg.Go(func() {
-			timer := time.NewTimer(0)
-			defer timer.Stop()
-			for time.Now().Before(deadline) {
-				select {
-				case <-l.stopped:
-					return
-				case <-ctx.Done():
-					return
-				case <-timer.C:
-				}
+			l.paced(ctx, deadline, func() (time.Duration, bool) {
 				ts := *l.targets.Load()
 				if len(ts) == 0 {
-					timer.Reset(pace)
-					continue
+					return pace, true
 				}
 				// Every client asks every replica for every app, in an order of its own.
 				r := replicas[ts[rand.IntN(len(ts))]]
 				s := c.credential(ctx, r, apps[rand.IntN(len(apps))], token.AccessToken)
 				if ctx.Err() != nil {
-					return // the test is over: the sample says nothing about tokend
+					return 0, false // the test is over: the sample says nothing about tokend
 				}
 				l.mu.Lock()
 				l.samples = append(l.samples, s)
 				l.mu.Unlock()
-				timer.Reset(pace)
-			}
+				return pace, true
+			})
 		})
 	}
 	// A heartbeat notices when this process itself does not run (a stalled machine, a GC pause):
@@ -345,30 +335,42 @@ func (c *cluster) startLoad(clients int, pace time.Duration, apps []string, limi
 	// too, the process (or the machine) stalled, whatever the request was waiting for.
 	for _, r := range replicas {
 		l.wg.Go(func() {
-			timer := time.NewTimer(0)
-			defer timer.Stop()
-			for time.Now().Before(deadline) {
-				select {
-				case <-l.stopped:
-					return
-				case <-ctx.Done():
-					return
-				case <-timer.C:
-				}
+			l.paced(ctx, deadline, func() (time.Duration, bool) {
 				p := sample{replica: r.i, start: time.Now()}
 				_, p.status, p.err = c.get(r.ops + "/healthz")
 				p.end = time.Now()
 				if ctx.Err() != nil {
-					return
+					return 0, false
 				}
 				l.mu.Lock()
 				l.probes = append(l.probes, p)
 				l.mu.Unlock()
-				timer.Reset(50 * time.Millisecond)
-			}
+				return 50 * time.Millisecond, true
+			})
 		})
 	}
 	return l
+}
+
+// paced runs step at once and then again each time the pause it returned has passed, until step
+// returns more false, stop is called, ctx ends or deadline passes.
+func (l *load) paced(ctx context.Context, deadline time.Time, step func() (pause time.Duration, more bool)) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for time.Now().Before(deadline) {
+		select {
+		case <-l.stopped:
+			return
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		pause, more := step()
+		if !more {
+			return
+		}
+		timer.Reset(pause)
+	}
 }
 
 // stalled reports whether a probe of the same replica overlapping s was itself slower than half of

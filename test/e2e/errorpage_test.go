@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -18,15 +16,7 @@ import (
 // page goes away, not five minutes later.
 func TestProxyErrorPage(t *testing.T) {
 	t.Parallel() // own processes, Redis and fake: independent of the other tests
-	if testing.Short() {
-		t.Skip("runs real processes: skipped with -short")
-	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not found on PATH, and CI is set: %v", err)
-		}
-		t.Skipf("redis-server not found on PATH: %v", err)
-	}
+	requireProcesses(t, "the error page test runs real processes", "redis-server")
 	bins := build(t)
 	s := spec{replicas: 2, apps: 3, tokenTTL: 2 * time.Minute, margin: 10 * time.Second, timeout: 2 * time.Second, retry: 2 * time.Second}
 	c := startCluster(t, bins, s)

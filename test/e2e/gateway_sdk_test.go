@@ -18,17 +18,7 @@ import (
 // token and DingTalk's answer comes back as the SDK expects it; a wrong key is refused.
 func TestGatewayNodeSDK(t *testing.T) {
 	t.Parallel() // own processes, Redis and fake: independent of the other tests
-	if testing.Short() {
-		t.Skip("installs the Node.js SDK and runs real processes: skipped with -short")
-	}
-	for _, tool := range []string{"redis-server", "node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not found on PATH, and CI is set: %v", tool, err)
-			}
-			t.Skipf("%s not found on PATH (needed to run DingTalk's Node.js SDK): %v", tool, err)
-		}
-	}
+	requireProcesses(t, "the SDK test installs DingTalk's Node.js SDK and runs real processes", "redis-server", "node", "npm")
 	sdk := t.TempDir()
 	for _, f := range []string{"package.json", "package-lock.json", "gateway.js"} {
 		b, err := os.ReadFile(filepath.Join("..", "sdk", "node", f))

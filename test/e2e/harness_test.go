@@ -39,6 +39,24 @@ type binaries struct {
 	fake   string
 }
 
+// requireProcesses is the preamble of a test that runs real processes: it skips t with -short, and
+// skips it (or, with CI set, fails it) when one of tools is not on PATH. what says what the test does
+// ("the proxy suite runs real processes"), for the messages.
+func requireProcesses(t *testing.T, what string, tools ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(what + ": skipped with -short")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not found on PATH, and CI is set (%s): %v", tool, what, err)
+			}
+			t.Skipf("%s not found on PATH (%s): %v", tool, what, err)
+		}
+	}
+}
+
 // build compiles cmd/tokend and cmd/fakedingtalk with -race into a temporary directory.
 func build(t *testing.T) binaries {
 	t.Helper()

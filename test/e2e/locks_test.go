@@ -61,6 +61,33 @@ func (c *cluster) acquisitions() []float64 {
 	return out
 }
 
+// slowRefreshUnderLoad slows DingTalk's token calls down to lockLatency, puts the cluster under
+// client load and waits for the next refresh of a to be in flight. It returns DingTalk's token of a
+// from before that refresh, a's upstream token calls before it, the load, and the replica holding
+// the refresh lock.
+func (c *cluster) slowRefreshUnderLoad(a app) (before fakedingtalk.Issued, base int, l *load, holder *replica) {
+	t := c.t
+	t.Helper()
+	c.fake.fault(t, "", fakedingtalk.Fault{Latency: lockLatency, Endpoint: fakedingtalk.EndpointToken})
+	before = c.fake.current(t, a.clientID, token.AccessToken)
+	base = c.tokenCalls()[a.name]
+	acquired := c.acquisitions()
+	l = c.startLoad(15, 50*time.Millisecond, c.appNames(), 2*time.Minute)
+	holder = c.lockHolder(a, base, acquired, c.spec.tokenTTL)
+	return before, base, l, holder
+}
+
+// lockOwner returns the owner of a's refresh lock in Redis; the test fails when there is none.
+func (c *cluster) lockOwner(a app) string {
+	t := c.t
+	t.Helper()
+	owner, err := c.redis.Do("GET", lockKey(a.name))
+	if err != nil || owner == "" {
+		t.Fatalf("the refresh lock is not in Redis while its holder's call is in flight (err %v)", err)
+	}
+	return owner
+}
+
 // killLockHolder: the replica holding the refresh lock dies (SIGKILL) while its DingTalk call is in
 // flight; another replica completes the refresh once the lock lapses, and no client receives an
 // invalid token or an error.
@@ -68,17 +95,8 @@ func killLockHolder(t *testing.T, bins binaries) {
 	c := startCluster(t, bins, lockSpec())
 	c.waitReady()
 	a := c.apps[0]
-	c.fake.fault(t, "", fakedingtalk.Fault{Latency: lockLatency, Endpoint: fakedingtalk.EndpointToken})
-	before := c.fake.current(t, a.clientID, token.AccessToken)
-	base := c.tokenCalls()[a.name]
-	acquired := c.acquisitions()
-	l := c.startLoad(15, 50*time.Millisecond, c.appNames(), 2*time.Minute)
-
-	holder := c.lockHolder(a, base, acquired, c.spec.tokenTTL)
-	owner, err := c.redis.Do("GET", lockKey(a.name))
-	if err != nil || owner == "" {
-		t.Fatalf("the refresh lock is not in Redis while its holder's call is in flight (err %v)", err)
-	}
+	before, base, l, holder := c.slowRefreshUnderLoad(a)
+	owner := c.lockOwner(a)
 	var survivors []*replica
 	for _, r := range c.replicas {
 		if r != holder {
@@ -155,17 +173,8 @@ func gracefulShutdown(t *testing.T, bins binaries) {
 	c := startCluster(t, bins, lockSpec())
 	c.waitReady()
 	a := c.apps[0]
-	c.fake.fault(t, "", fakedingtalk.Fault{Latency: lockLatency, Endpoint: fakedingtalk.EndpointToken})
-	before := c.fake.current(t, a.clientID, token.AccessToken)
-	base := c.tokenCalls()[a.name]
-	acquired := c.acquisitions()
-	l := c.startLoad(15, 50*time.Millisecond, c.appNames(), 2*time.Minute)
-
-	holder := c.lockHolder(a, base, acquired, c.spec.tokenTTL)
-	owner, err := c.redis.Do("GET", lockKey(a.name))
-	if err != nil || owner == "" {
-		t.Fatalf("the refresh lock is not in Redis while its holder's call is in flight (err %v)", err)
-	}
+	before, base, l, holder := c.slowRefreshUnderLoad(a)
+	owner := c.lockOwner(a)
 
 	// A request in flight across the signal: its handler is running (it asked for the body with
 	// "100 Continue") when the replica begins shutting down, and its body arrives only then. (A
@@ -270,17 +279,11 @@ func frozenLockHolder(t *testing.T, bins binaries) {
 	c := startCluster(t, bins, lockSpec())
 	c.waitReady()
 	a := c.apps[0]
-	c.fake.fault(t, "", fakedingtalk.Fault{Latency: lockLatency, Endpoint: fakedingtalk.EndpointToken})
-	before := c.fake.current(t, a.clientID, token.AccessToken)
 	gen0, _, err := c.storedRecord(a.name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := c.tokenCalls()[a.name]
-	acquired := c.acquisitions()
-	l := c.startLoad(15, 50*time.Millisecond, c.appNames(), 2*time.Minute)
-
-	holder := c.lockHolder(a, base, acquired, c.spec.tokenTTL)
+	before, base, l, holder := c.slowRefreshUnderLoad(a)
 	l.retire(holder.i)
 	holder.proc.signal(t, syscall.SIGSTOP)
 	stopped := time.Now()

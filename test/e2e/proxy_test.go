@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -25,15 +23,7 @@ import (
 // front of the fake DingTalk, whose API endpoints validate the tokens they are given.
 func TestProxy(t *testing.T) {
 	t.Parallel() // own processes, Redis and fake: independent of the other tests
-	if testing.Short() {
-		t.Skip("the proxy suite runs real processes: skipped with -short")
-	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not found on PATH, and CI is set: %v", err)
-		}
-		t.Skipf("redis-server not found on PATH (install it to run the proxy suite): %v", err)
-	}
+	requireProcesses(t, "the proxy suite runs real processes", "redis-server")
 	bins := build(t)
 	for _, sc := range []struct {
 		name string

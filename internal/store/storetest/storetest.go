@@ -40,12 +40,19 @@ func (h Harness) now() time.Time {
 	return h.Now()
 }
 
-// elapse lets d pass on the backend and then requires cond to hold: at once with an Advance, or
-// within pollSlack with the wall clock, where time itself is under test.
+// elapse lets d pass on the backend and then requires cond to hold (Elapse with h.Advance).
 func (h Harness) elapse(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if h.Advance != nil {
-		h.Advance(d)
+	Elapse(t, h.Advance, d, what, cond)
+}
+
+// Elapse lets d pass on a backend and then requires cond to hold: at once after advance(d), or, when
+// advance is nil (the backend follows the wall clock), within pollSlack of polling, where time itself
+// is under test. It serves the store's other contract suites too.
+func Elapse(t *testing.T, advance func(time.Duration), d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if advance != nil {
+		advance(d)
 		if !cond() {
 			t.Fatalf("%s: not so after advancing the clock by %v", what, d)
 		}
