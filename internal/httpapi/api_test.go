@@ -376,8 +376,8 @@ func TestReadyz(t *testing.T) {
 func TestCredentialDocumentFollowsTheToken(t *testing.T) {
 	at, ticket := token.Key{App: "crm", Kind: token.AccessToken}, token.Key{App: "crm", Kind: token.JSAPITicket}
 	b := &stubBroker{tokens: map[token.Key]token.Token{
-		at:     {Value: "at-1", ExpiresAt: now.Add(time.Hour)},
-		ticket: {Value: "ticket-1", ExpiresAt: now.Add(2 * time.Hour)},
+		at:                                   {Value: "at-1", ExpiresAt: now.Add(time.Hour)},
+		ticket:                               {Value: "ticket-1", ExpiresAt: now.Add(2 * time.Hour)},
 		{App: "hr", Kind: token.AccessToken}: {Value: "at-hr", ExpiresAt: now.Add(time.Hour)},
 	}}
 	clock := now
