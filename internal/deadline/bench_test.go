@@ -27,7 +27,7 @@ func BenchmarkRequestDeadlines(b *testing.B) {
 		_ = c.SetReadDeadline(time.Time{}) // startBackgroundRead
 		_ = c.SetReadDeadline(past)        // abortPendingRead
 		_ = c.SetReadDeadline(time.Time{})
-		_ = c.SetWriteDeadline(time.Time{})             // after finishRequest
+		_ = c.SetWriteDeadline(time.Time{})              // after finishRequest
 		_ = c.SetReadDeadline(now.Add(90 * time.Second)) // IdleTimeout
 		_ = c.SetReadDeadline(now.Add(5 * time.Second))  // ReadHeaderTimeout
 	}
