@@ -2,15 +2,15 @@
 // runtime timer per move.
 //
 // With its timeouts set (ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout), net/http moves
-// each connection's read and write deadlines five times per request, each move a runtime timer
-// operation on a heap shared by every connection, for deadlines that a well-behaved client never
-// meets. Through a Listener, a move to an instant more than two ticks away is a store under the
-// connection's lock; a sweeper wakes every tick and hands the connection the deadlines that fall
-// before its next wake-up, so that the runtime's own timer cuts the connection off at the very
-// instant asked for. Deadlines in the past or nearer than two ticks (net/http's abort of its
-// background read, a short deadline of a handler's) go to the connection at once. A deadline is
-// therefore never met later than on a plain connection (unless the sweeper itself is starved of
-// CPU for longer than a tick), nor earlier.
+// each connection's read and write deadlines eight times per request, four of them to an instant
+// ahead, each move a runtime timer operation on a heap shared by every connection, for deadlines
+// that a well-behaved client never meets. Through a Listener, a move to an instant more than two
+// ticks away is a store under the connection's lock; a sweeper wakes every tick and hands the
+// connection the deadlines that fall before its next wake-up, so that the runtime's own timer cuts
+// the connection off at the very instant asked for. Deadlines in the past or nearer than two ticks
+// (net/http's abort of its background read, a short deadline of a handler's) go to the connection
+// at once. A deadline is therefore never met later than on a plain connection (unless the sweeper
+// itself is starved of CPU for longer than a tick), nor earlier.
 package deadline
 
 import (
