@@ -29,6 +29,7 @@ FUZZ_TARGETS="
 ./internal/proxyrule FuzzClean
 ./internal/proxyrule FuzzParse
 ./internal/httpapi FuzzProxyHandler
+./internal/httpapi FuzzFlows
 ./internal/callback FuzzOpen
 ./internal/suite FuzzReceive
 ./dingtalkapi FuzzParse

@@ -200,7 +200,7 @@ func (a *API) robotSend(w http.ResponseWriter, r *http.Request, c *client) {
 		return
 	}
 	var probe map[string]json.RawMessage
-	if json.Unmarshal(body, &probe) != nil {
+	if json.Unmarshal(body, &probe) != nil || probe == nil { // "null" decodes without error
 		writeProblem(w, &badRequestError{"body must be one JSON object, the message as DingTalk takes it"})
 		return
 	}
