@@ -84,7 +84,7 @@ func TestMovedDeadline(t *testing.T) {
 	_ = server.SetReadDeadline(at)
 	err := wait(t, readResult(server), 10*time.Second)
 	if !isTimeout(err) || time.Now().Before(at) {
-		t.Fatalf("read: %v at %v before the moved deadline", err, at.Sub(time.Now()))
+		t.Fatalf("read: %v at %v before the moved deadline", err, time.Until(at))
 	}
 }
 
@@ -146,7 +146,7 @@ func TestWriteDeadline(t *testing.T) {
 		}
 	}()
 	if err := wait(t, done, 10*time.Second); !isTimeout(err) || time.Now().Before(at) {
-		t.Fatalf("write: %v, %v before the deadline", err, at.Sub(time.Now()))
+		t.Fatalf("write: %v, %v before the deadline", err, time.Until(at))
 	}
 }
 
