@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/bench/procstat"
 )
 
 // The hot phase compares servers answering the same request with the same bytes:
@@ -231,7 +233,7 @@ func hotRounds(ctx context.Context, o options, rep *report, sides []hotSide) err
 
 // measure runs wrk once against s and reads s's CPU time around it.
 func measure(ctx context.Context, ld load, s hotSide) (hotRun, error) {
-	c0, err := cpuTime(s.p.pid())
+	c0, err := procstat.CPUTime(s.p.pid())
 	if err != nil {
 		return hotRun{}, err
 	}
@@ -239,7 +241,7 @@ func measure(ctx context.Context, ld load, s hotSide) (hotRun, error) {
 	if err != nil {
 		return hotRun{}, err
 	}
-	c1, err := cpuTime(s.p.pid())
+	c1, err := procstat.CPUTime(s.p.pid())
 	if err != nil {
 		return hotRun{}, err
 	}

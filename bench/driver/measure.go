@@ -9,74 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/bench/procstat"
 )
-
-// userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, 100 on every Linux ABI.
-const userHZ = 100
-
-// cpuTime returns the user+system CPU time pid has used so far, all threads included.
-func cpuTime(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, field 2, is in parentheses and may hold spaces: count fields after it.
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	return time.Duration(ut+st) * time.Second / userHZ, nil
-}
-
-// memory is a process's resident memory, from /proc/PID/status.
-type memory struct {
-	RSS, Peak int64 // bytes: VmRSS and VmHWM
-}
-
-func memoryOf(pid int) (memory, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return memory{}, err
-	}
-	var m memory
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[2] != "kB" {
-			continue
-		}
-		v, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "VmRSS:":
-			m.RSS = v << 10
-		case "VmHWM:":
-			m.Peak = v << 10
-		}
-	}
-	if m.RSS == 0 {
-		return m, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
-	}
-	return m, nil
-}
-
-func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // cpuUse measures pid's CPU use over d, as a fraction of one core.
 func cpuUse(ctx context.Context, pid int, d time.Duration) (float64, error) {
-	t0, err := cpuTime(pid)
+	t0, err := procstat.CPUTime(pid)
 	if err != nil {
 		return 0, err
 	}
@@ -86,7 +25,7 @@ func cpuUse(ctx context.Context, pid int, d time.Duration) (float64, error) {
 		return 0, ctx.Err()
 	case <-time.After(d):
 	}
-	t1, err := cpuTime(pid)
+	t1, err := procstat.CPUTime(pid)
 	if err != nil {
 		return 0, err
 	}
@@ -199,7 +138,7 @@ type metricsSample struct {
 // scrape fetches /metrics once, measuring the CPU time tokend spent answering it.
 func (l *lab) scrape(ctx context.Context, t *tokendProc) (metricsSample, error) {
 	var s metricsSample
-	c0, err := cpuTime(t.pid())
+	c0, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return s, err
 	}
@@ -207,7 +146,7 @@ func (l *lab) scrape(ctx context.Context, t *tokendProc) (metricsSample, error) 
 	if err != nil || code != 200 {
 		return s, fmt.Errorf("metrics: status %d, err %v", code, err)
 	}
-	c1, err := cpuTime(t.pid())
+	c1, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return s, err
 	}

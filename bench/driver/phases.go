@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/tokend/tokend/bench/procstat"
 )
 
 // scalePhase runs one replica with many apps: warm-up, idle, and refresh cycles.
@@ -54,7 +56,7 @@ func scalePhase(ctx context.Context, l *lab, o options, rep *report) error {
 		times = append(times, i.IssuedAt)
 	}
 	s.warmRate.rates(times)
-	if s.memReady, err = memoryOf(t.pid()); err != nil {
+	if s.memReady, err = procstat.MemoryOf(t.pid()); err != nil {
 		return err
 	}
 
@@ -77,7 +79,7 @@ func scalePhase(ctx context.Context, l *lab, o options, rep *report) error {
 	}
 	s.idleWindow = o.scaleIdle
 	s.idleCalls = after.Total - before.Total
-	if s.memIdle, err = memoryOf(t.pid()); err != nil {
+	if s.memIdle, err = procstat.MemoryOf(t.pid()); err != nil {
 		return err
 	}
 	const scrapes = 3
@@ -93,7 +95,7 @@ func scalePhase(ctx context.Context, l *lab, o options, rep *report) error {
 	if err := rs.resetStats(ctx); err != nil {
 		return err
 	}
-	cpu0, err := cpuTime(t.pid())
+	cpu0, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return err
 	}
@@ -118,7 +120,7 @@ func scalePhase(ctx context.Context, l *lab, o options, rep *report) error {
 		lo, hi := cur.spread(apps)
 		s.cycles = append(s.cycles, cycle{done: time.Since(t.started), lo: lo - k, hi: hi - k})
 	}
-	cpu1, err := cpuTime(t.pid())
+	cpu1, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return err
 	}
@@ -126,7 +128,7 @@ func scalePhase(ctx context.Context, l *lab, o options, rep *report) error {
 	if s.cycleCmds, err = rs.commandStats(ctx); err != nil {
 		return err
 	}
-	if s.memEnd, err = memoryOf(t.pid()); err != nil {
+	if s.memEnd, err = procstat.MemoryOf(t.pid()); err != nil {
 		return err
 	}
 	rep.scale(s)

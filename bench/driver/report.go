@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/bench/procstat"
 )
 
 // report prints the tables as each phase ends (Markdown, so they can be pasted into
@@ -117,8 +119,8 @@ type scaleResult struct {
 	warmCalls         int
 	warmLo, warmHi    int
 	warmRate          rate
-	memReady, memIdle memory
-	memEnd            memory
+	memReady, memIdle procstat.Memory
+	memEnd            procstat.Memory
 	idleWindow        time.Duration
 	idleCPU           float64
 	idleCalls         int
@@ -152,11 +154,11 @@ func (r *report) scale(s scaleResult) {
 	r.printf("| upstream calls in the warm-up | %d (per app: min %d, max %d) |\n", s.warmCalls, s.warmLo, s.warmHi)
 	r.printf("| upstream rate in the warm-up | mean %.0f/s from serving to ready; most in one calendar second %d, in any 1 s %d, in any 10 s %d |\n",
 		warmRate, s.warmRate.maxAligned, s.warmRate.maxSliding, s.warmRate.max10s)
-	r.printf("| RSS when ready | %s |\n", mib(s.memReady.RSS))
+	r.printf("| RSS when ready | %s |\n", procstat.MiB(s.memReady.RSS))
 	r.printf("| idle CPU over %s after the warm-up | %.2f %% of one core (%d upstream calls in the window) |\n", s.idleWindow, 100*s.idleCPU, s.idleCalls)
-	r.printf("| RSS after the idle window | %s |\n", mib(s.memIdle.RSS))
+	r.printf("| RSS after the idle window | %s |\n", procstat.MiB(s.memIdle.RSS))
 	r.printf("| goroutines (idle) | %.0f |\n", s.metrics.Goroutines)
-	r.printf("| Go heap allocated (idle, before the scrapes) | %s |\n", mib(int64(s.metrics.HeapAlloc)))
+	r.printf("| Go heap allocated (idle, before the scrapes) | %s |\n", procstat.MiB(int64(s.metrics.HeapAlloc)))
 	r.printf("| one `/metrics` scrape | %d series, %.1f MiB, %s CPU |\n", s.metrics.Series, float64(s.metrics.Bytes)/(1<<20), s.metrics.ScrapeCPU.Round(time.Millisecond))
 	r.printf("| idle CPU with a scrape every 15 s (estimate) | %.2f %% of one core |\n", 100*s.idleWithScrapes())
 	for i, c := range s.cycles {
@@ -167,7 +169,7 @@ func (r *report) scale(s scaleResult) {
 		r.printf("| CPU per refresh (cycles total) | %.2f ms (%s for %d refreshes) |\n", float64(s.refreshCPU.Microseconds())/1000/float64(refreshes), s.refreshCPU.Round(time.Millisecond), refreshes)
 		r.printf("| Redis commands per refresh | %.1f (%s) |\n", float64(total(s.cycleCmds))/float64(refreshes), formatStats(s.cycleCmds))
 	}
-	r.printf("| RSS at the end (peak) | %s (%s) |\n\n", mib(s.memEnd.RSS), mib(s.memEnd.Peak))
+	r.printf("| RSS at the end (peak) | %s (%s) |\n\n", procstat.MiB(s.memEnd.RSS), procstat.MiB(s.memEnd.Peak))
 
 	r.check("4. warm-up within the upstream budget", fmt.Sprintf("%g/s: ≤ %g in any 1 s, ≤ %g in any 10 s; 1 call per app", s.maxRPS, 2*s.maxRPS, 11*s.maxRPS),
 		fmt.Sprintf("%d in 1 s, %d in 10 s; ready at %.1f s (%.0f calls/s); per app %d..%d", s.warmRate.maxSliding, s.warmRate.max10s, s.warmUp.Seconds(), warmRate, s.warmLo, s.warmHi),
@@ -180,7 +182,7 @@ func (r *report) scale(s scaleResult) {
 	}
 	r.check("4. one upstream call per app per refresh cycle", "exactly 1", "per app per cycle: "+strings.Join(spread, ", "), cyclesOK)
 	peak := max(s.memReady.RSS, s.memIdle.RSS, s.memEnd.RSS)
-	r.check("4. resident memory", "< 150 MiB", mib(peak)+" (largest sample; peak RSS "+mib(s.memEnd.Peak)+")", peak < 150<<20)
+	r.check("4. resident memory", "< 150 MiB", procstat.MiB(peak)+" (largest sample; peak RSS "+procstat.MiB(s.memEnd.Peak)+")", peak < 150<<20)
 	r.check("4. no goroutine per app", fmt.Sprintf("goroutines independent of the %d apps", s.apps),
 		fmt.Sprintf("%.0f goroutines at idle", s.metrics.Goroutines), s.metrics.Goroutines > 0 && s.metrics.Goroutines < 100)
 	r.check("4. idle CPU between refreshes", "< 2 % of a core", fmt.Sprintf("%.2f %% (%.2f %% with a /metrics scrape every 15 s)", 100*s.idleCPU, 100*s.idleWithScrapes()), s.idleCPU < 0.02 && s.idleCalls == 0)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokend/tokend/bench/procstat"
 	"github.com/tokend/tokend/internal/config"
 )
 
@@ -159,7 +160,7 @@ func run(ctx context.Context, args []string) error {
 	progressf("serving %d corps lazily at max_rps %g over %d connections", o.corps, o.maxRPS, o.conns)
 	cpu0 := make([]time.Duration, 2)
 	for i, t := range reps {
-		if cpu0[i], err = cpuTime(t.pid()); err != nil {
+		if cpu0[i], err = procstat.CPUTime(t.pid()); err != nil {
 			return err
 		}
 	}
@@ -206,7 +207,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	loadCPU := make([]time.Duration, 2)
 	for i, t := range reps {
-		c, err := cpuTime(t.pid())
+		c, err := procstat.CPUTime(t.pid())
 		if err != nil {
 			return err
 		}
@@ -234,7 +235,7 @@ func run(ctx context.Context, args []string) error {
 
 	rssAfter := make([]int64, 2)
 	for i, t := range reps {
-		if rssAfter[i], err = rss(t.pid()); err != nil {
+		if rssAfter[i], err = procstat.RSS(t.pid()); err != nil {
 			return err
 		}
 	}
@@ -242,7 +243,7 @@ func run(ctx context.Context, args []string) error {
 	idle := make([]float64, 2)
 	i0 := make([]time.Duration, 2)
 	for i, t := range reps {
-		if i0[i], err = cpuTime(t.pid()); err != nil {
+		if i0[i], err = procstat.CPUTime(t.pid()); err != nil {
 			return err
 		}
 	}
@@ -254,7 +255,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	window := time.Since(w0)
 	for i, t := range reps {
-		c, err := cpuTime(t.pid())
+		c, err := procstat.CPUTime(t.pid())
 		if err != nil {
 			return err
 		}
@@ -262,7 +263,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	rssIdle := make([]int64, 2)
 	for i, t := range reps {
-		if rssIdle[i], err = rss(t.pid()); err != nil {
+		if rssIdle[i], err = procstat.RSS(t.pid()); err != nil {
 			return err
 		}
 	}
@@ -319,7 +320,7 @@ func run(ctx context.Context, args []string) error {
 	fmt.Printf("| corp token calls per corp | %s |\n", perCorpList(perCorp))
 	for i := range reps {
 		fmt.Printf("| replica %d: CPU during the load | %v |\n", i, loadCPU[i].Round(10*time.Millisecond))
-		fmt.Printf("| replica %d: RSS after the load / after the idle window | %s / %s |\n", i, mib(rssAfter[i]), mib(rssIdle[i]))
+		fmt.Printf("| replica %d: RSS after the load / after the idle window | %s / %s |\n", i, procstat.MiB(rssAfter[i]), procstat.MiB(rssIdle[i]))
 		fmt.Printf("| replica %d: idle CPU over %v | %.2f%% of a core |\n", i, window.Round(100*time.Millisecond), idle[i]*100)
 	}
 	fmt.Printf("\n### /metrics scrape cost (%d scrapes each, sequential)\n\n", o.scrapes)
@@ -333,7 +334,7 @@ func run(ctx context.Context, args []string) error {
 	worstRSS := max(rssAfter[0], rssAfter[1], rssIdle[0], rssIdle[1])
 	ratioB := float64(max(isvScrape[0].bytes, isvScrape[1].bytes)) / float64(max(plainScrape.bytes, 1))
 	ratioC := float64(max(isvScrape[0].cpu, isvScrape[1].cpu)) / float64(max(plainScrape.cpu, time.Microsecond))
-	fmt.Printf("\nGoals: exactly 1 corp token call per corp: **%s**; RSS < 200 MiB (worst %s): **%s**; ", verdict(exact), mib(worstRSS), verdict(worstRSS < 200<<20))
+	fmt.Printf("\nGoals: exactly 1 corp token call per corp: **%s**; RSS < 200 MiB (worst %s): **%s**; ", verdict(exact), procstat.MiB(worstRSS), verdict(worstRSS < 200<<20))
 	fmt.Printf("scrape cost the same order as 10 apps (bytes ×%.1f, CPU ×%.1f): **%s**.\n", ratioB, ratioC, verdict(ratioB < 10 && ratioC < 10))
 	return nil
 }
@@ -392,7 +393,7 @@ func scrape(ctx context.Context, hc *http.Client, t *tokend, n int) (scrapeCost,
 	if _, err := get(); err != nil {
 		return scrapeCost{}, err
 	}
-	c0, err := cpuTime(t.pid())
+	c0, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return scrapeCost{}, err
 	}
@@ -406,7 +407,7 @@ func scrape(ctx context.Context, hc *http.Client, t *tokend, n int) (scrapeCost,
 		total += b
 	}
 	wall := time.Since(w0)
-	c1, err := cpuTime(t.pid())
+	c1, err := procstat.CPUTime(t.pid())
 	if err != nil {
 		return scrapeCost{}, err
 	}

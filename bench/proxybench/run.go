@@ -11,12 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tokend/tokend/bench/procstat"
 	"github.com/tokend/tokend/internal/config"
 )
 
@@ -145,7 +144,7 @@ clients:
 			order = []*target{targets[1], targets[0]}
 		}
 		for _, t := range order {
-			c0, err := cpuTime(t.proc.pid())
+			c0, err := procstat.CPUTime(t.proc.pid())
 			if err != nil {
 				return err
 			}
@@ -153,7 +152,7 @@ clients:
 			if err != nil {
 				return err
 			}
-			c1, err := cpuTime(t.proc.pid())
+			c1, err := procstat.CPUTime(t.proc.pid())
 			if err != nil {
 				return err
 			}
@@ -185,7 +184,7 @@ clients:
 	fmt.Printf("| server | RSS before | peak RSS during | uploads ok | took |\n|---|---|---|---|---|\n")
 	worst := int64(0)
 	for _, t := range targets {
-		before, _ := rss(t.proc.pid())
+		before, _ := procstat.RSS(t.proc.pid())
 		peak, ok, took, err := uploadPhase(ctx, t, key, *uploads, size)
 		if err != nil {
 			return err
@@ -193,13 +192,13 @@ clients:
 		if t.proc == tk {
 			worst = peak
 		}
-		fmt.Printf("| %s | %s | %s | %d/%d | %v |\n", t.name, mib(before), mib(peak), ok, *uploads, took.Round(100*time.Millisecond))
+		fmt.Printf("| %s | %s | %s | %d/%d | %v |\n", t.name, procstat.MiB(before), procstat.MiB(peak), ok, *uploads, took.Round(100*time.Millisecond))
 	}
 	verdict = "met"
 	if worst >= 300<<20 {
 		verdict = "NOT met"
 	}
-	fmt.Printf("\ntokend's peak RSS: **%s** (goal < 300 MiB: %s)\n", mib(worst), verdict)
+	fmt.Printf("\ntokend's peak RSS: **%s** (goal < 300 MiB: %s)\n", procstat.MiB(worst), verdict)
 	return nil
 }
 
@@ -234,7 +233,7 @@ func uploadPhase(ctx context.Context, t *target, key string, n int, size int64) 
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if r, err := rss(t.proc.pid()); err == nil && r > peakV.Load() {
+			if r, err := procstat.RSS(t.proc.pid()); err == nil && r > peakV.Load() {
 				peakV.Store(r)
 			}
 			select {
@@ -280,39 +279,6 @@ func execPinned(ctx context.Context, cpu, bin string, args ...string) ([]byte, e
 	cmd.Stderr = os.Stderr
 	return cmd.Output()
 }
-
-// cpuTime is pid's user+system CPU time so far, all threads (USER_HZ is 100 on every Linux ABI).
-func cpuTime(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
-// rss is pid's resident memory (VmRSS).
-func rss(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			return v << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS")
-}
-
-func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
