@@ -311,25 +311,17 @@ func (c *cluster) startLoad(clients int, pace time.Duration, apps []string, limi
 	// A heartbeat notices when this process itself does not run (a stalled machine, a GC pause):
 	// every request in flight then looks slow, whatever the replicas did.
 	l.wg.Go(func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
 		last := time.Now()
-		for time.Now().Before(deadline) {
-			select {
-			case <-l.stopped:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				now := time.Now()
-				if now.Sub(last) >= 50*time.Millisecond {
-					l.mu.Lock()
-					l.gaps = append(l.gaps, sample{start: last, end: now})
-					l.mu.Unlock()
-				}
-				last = now
+		l.paced(ctx, deadline, func() (time.Duration, bool) {
+			now := time.Now()
+			if now.Sub(last) >= 50*time.Millisecond {
+				l.mu.Lock()
+				l.gaps = append(l.gaps, sample{start: last, end: now})
+				l.mu.Unlock()
 			}
-		}
+			last = now
+			return 10 * time.Millisecond, true
+		})
 	})
 	// A probe per replica asks /healthz, which touches neither the broker nor Redis: when it is slow
 	// too, the process (or the machine) stalled, whatever the request was waiting for.
