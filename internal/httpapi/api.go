@@ -117,8 +117,6 @@ type API struct {
 	// map before writing it (Header.Clone), and never changes a value slice in place, so one slice
 	// serves every response. Nothing may write into them.
 	hdr struct{ noStore, json []string }
-	// stamps caches the formatted expires_at of the tokens served.
-	stamps stampCache
 	// writers pools chain's status-recording writers.
 	writers sync.Pool
 

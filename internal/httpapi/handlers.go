@@ -93,7 +93,7 @@ func (a *API) getTicket(w http.ResponseWriter, r *http.Request, c *client) {
 func (a *API) writeCredential(w http.ResponseWriter, app *App, field string, t token.Token) {
 	left := int64(t.ExpiresAt.Sub(a.now()) / time.Second)
 	bp := bufPool.Get().(*[]byte)
-	buf := append((*bp)[:0], app.docs.prefix(app.Name, field, t, &a.stamps)...)
+	buf := append((*bp)[:0], app.docs.prefix(app.Name, field, t)...)
 	buf = strconv.AppendInt(buf, max(left, 0), 10)
 	buf = append(buf, "}\n"...)
 	if len(buf) <= autoLengthMax {
@@ -122,7 +122,7 @@ type credDoc struct {
 
 // prefix returns the document of t under field up to "expires_in":, built on the first request for
 // t and shared by the later ones. Nothing may write into it.
-func (c *docCache) prefix(app, field string, t token.Token, stamps *stampCache) []byte {
+func (c *docCache) prefix(app, field string, t token.Token) []byte {
 	slot := &c.slots[0]
 	if field != "access_token" {
 		slot = &c.slots[1]
@@ -136,7 +136,7 @@ func (c *docCache) prefix(app, field string, t token.Token, stamps *stampCache) 
 	buf = append(buf, `":`...)
 	buf = appendString(buf, t.Value)
 	buf = append(buf, `,"expires_at":`...)
-	buf = stamps.append(buf, t.ExpiresAt)
+	buf = appendTime(buf, t.ExpiresAt)
 	buf = append(buf, `,"expires_in":`...)
 	slot.Store(&credDoc{field: field, value: t.Value, expiresAt: t.ExpiresAt, prefix: buf})
 	return buf

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -59,29 +58,4 @@ func appendTime(buf []byte, t time.Time) []byte {
 	buf = append(buf, '"')
 	buf = t.UTC().AppendFormat(buf, time.RFC3339)
 	return append(buf, '"')
-}
-
-// stampCache holds the RFC 3339 forms of recent expiry times, so that a token's expires_at, the
-// same second on every request for the token's life, is formatted once rather than per request.
-// A few slots, chosen by the second, hold the tokens of several apps at once; a miss formats
-// as before and replaces the slot.
-type stampCache struct {
-	slots [16]atomic.Pointer[stamp]
-}
-
-type stamp struct {
-	unix int64
-	json []byte // "2026-11-22T10:00:00Z", quotes included
-}
-
-// append appends t as appendTime does.
-func (c *stampCache) append(buf []byte, t time.Time) []byte {
-	sec := t.Unix()
-	slot := &c.slots[uint64(sec)%uint64(len(c.slots))]
-	if s := slot.Load(); s != nil && s.unix == sec {
-		return append(buf, s.json...)
-	}
-	s := &stamp{unix: sec, json: appendTime(nil, t)}
-	slot.Store(s)
-	return append(buf, s.json...)
 }
