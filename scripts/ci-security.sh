@@ -30,6 +30,7 @@ FUZZ_TARGETS="
 ./internal/proxyrule FuzzParse
 ./internal/httpapi FuzzProxyHandler
 ./internal/httpapi FuzzFlows
+./internal/httpapi FuzzRouteMatch
 ./internal/callback FuzzOpen
 ./internal/suite FuzzReceive
 ./dingtalkapi FuzzParse

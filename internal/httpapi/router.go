@@ -25,11 +25,25 @@ type router struct {
 
 type route struct {
 	method  string
-	pattern string   // "/v1/apps/{app}/access_token": r.Pattern and the metrics label
-	segs    []string // "v1", "apps", "{app}", "access_token"
+	pattern string    // "/v1/apps/{app}/access_token": r.Pattern and the metrics label
+	segs    []segment // v1, apps, {app}, access_token
 	h       http.HandlerFunc
 	lean    bool // no r.SetPathValue: h reads its values with pathValue
 }
+
+// segment is one segment of a route's pattern: a literal, or a wildcard's name.
+type segment struct {
+	s    string // the literal, or the wildcard's name ("app" for {app} and {app...})
+	kind segKind
+}
+
+type segKind uint8
+
+const (
+	literal  segKind = iota
+	wildcard         // {name}: one non-empty segment
+	trailing         // {name...}: the rest of the path, possibly empty
+)
 
 func newRouter() *router {
 	return &router{unmatched: func(w http.ResponseWriter, _ *http.Request, otherMethod bool) {
@@ -79,11 +93,20 @@ func (rt *router) add(method, pattern string, h http.HandlerFunc, lean bool) {
 	if !strings.HasPrefix(pattern, "/") {
 		panic(fmt.Sprintf("httpapi: pattern %q does not start with /", pattern))
 	}
-	segs := strings.Split(pattern[1:], "/")
-	for i, s := range segs {
+	parts := strings.Split(pattern[1:], "/")
+	segs := make([]segment, len(parts))
+	for i, s := range parts {
 		wild := strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}")
-		if s == "" || strings.ContainsAny(s, "{}") && !wild || strings.HasSuffix(s, "...}") && i != len(segs)-1 {
+		if s == "" || strings.ContainsAny(s, "{}") && !wild || strings.HasSuffix(s, "...}") && i != len(parts)-1 {
 			panic(fmt.Sprintf("httpapi: invalid pattern %q", pattern))
+		}
+		switch {
+		case !wild:
+			segs[i] = segment{s, literal}
+		case strings.HasSuffix(s, "...}"):
+			segs[i] = segment{s[1 : len(s)-4], trailing}
+		default:
+			segs[i] = segment{s[1 : len(s)-1], wildcard}
 		}
 	}
 	rt.routes = append(rt.routes, route{method: method, pattern: pattern, segs: segs, h: h, lean: lean})
@@ -126,63 +149,87 @@ func matchedPath(r *http.Request) string {
 // pathValue is r.PathValue(name) for the route that matched r, also when the route is lean: the
 // segment of the matched path where r.Pattern has {name} (the rest of the path for {name...}), the
 // same string match would have set, found without allocating. "" when r.Pattern has no such
-// wildcard.
+// wildcard, or does not fit the path.
+//
+// The pattern matched the path, so each literal stretch of the pattern is the same stretch of the
+// path, at an offset that moves by the length of each wildcard's value: only the values are searched
+// for their end.
 func pathValue(r *http.Request, name string) string {
 	if v := r.PathValue(name); v != "" {
 		return v
 	}
 	pat, p := r.Pattern, matchedPath(r)
-	if pat == "" || pat[0] != '/' || p == "" || p[0] != '/' {
-		return ""
-	}
-	pat, p = pat[1:], p[1:]
 	for {
-		seg, patRest, patMore := strings.Cut(pat, "/")
-		val, pRest, pMore := strings.Cut(p, "/")
-		if len(seg) == len(name)+5 && seg[0] == '{' && seg[1:len(name)+1] == name && seg[len(name)+1:] == "...}" {
-			return p
-		}
-		if len(seg) == len(name)+2 && seg[0] == '{' && seg[1:len(name)+1] == name && seg[len(seg)-1] == '}' {
-			return val
-		}
-		if !patMore || !pMore {
+		i := strings.IndexByte(pat, '{')
+		if i < 0 || i > len(p) || pat[:i] != p[:i] {
 			return ""
 		}
-		pat, p = patRest, pRest
+		pat, p = pat[i+1:], p[i:]
+		end := strings.IndexByte(pat, '}')
+		if end < 0 {
+			return ""
+		}
+		wild := pat[:end]
+		if w, ok := strings.CutSuffix(wild, "..."); ok {
+			if w == name {
+				return p
+			}
+			return ""
+		}
+		j := strings.IndexByte(p, '/')
+		if j < 0 {
+			j = len(p)
+		}
+		if wild == name {
+			return p[:j]
+		}
+		pat, p = pat[end+1:], p[j:]
 	}
 }
 
 // match reports whether the path p fits the route; given r, it also sets r's path values from p.
+// Literal segments are compared in place; only a wildcard's value is searched for its end.
 func (rte *route) match(p string, r *http.Request) bool {
 	if p == "" || p[0] != '/' {
 		return false
 	}
 	rest := p[1:]
-	for i, seg := range rte.segs {
-		if name, ok := strings.CutSuffix(seg, "...}"); ok {
+	last := len(rte.segs) - 1
+	for i := range rte.segs {
+		sg := &rte.segs[i]
+		switch sg.kind {
+		case trailing:
 			if r != nil {
-				r.SetPathValue(name[1:], rest)
+				r.SetPathValue(sg.s, rest)
 			}
 			return true
-		}
-		last := i == len(rte.segs)-1
-		s, after, more := strings.Cut(rest, "/")
-		if more == last {
-			return false // the path has more segments than the pattern, or fewer
-		}
-		rest = after
-		if seg[0] != '{' {
-			if s != seg {
+		case literal:
+			if !strings.HasPrefix(rest, sg.s) {
 				return false
 			}
-			continue
+			rest = rest[len(sg.s):]
+		default:
+			j := strings.IndexByte(rest, '/')
+			if j < 0 {
+				j = len(rest)
+			}
+			if j == 0 {
+				return false
+			}
+			if r != nil {
+				r.SetPathValue(sg.s, rest[:j])
+			}
+			rest = rest[j:]
 		}
-		if s == "" {
+		// The segment must end where the path's does: at its end for the last one, at a "/"
+		// followed by more for the others.
+		if i == last {
+			return rest == ""
+		}
+		if rest == "" || rest[0] != '/' {
 			return false
 		}
-		if r != nil {
-			r.SetPathValue(seg[1:len(seg)-1], s)
-		}
+		rest = rest[1:]
 	}
 	return true
 }

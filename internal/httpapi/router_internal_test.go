@@ -3,6 +3,8 @@ package httpapi
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -105,4 +107,68 @@ func TestPathValueLean(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refMatch is the plain reading of a pattern against a path: split both on "/", literals equal,
+// {name} a non-empty segment, {name...} the rest after its "/" (possibly empty). The router's match must agree with it.
+func refMatch(pattern, path string) (map[string]string, bool) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, false
+	}
+	pat, p := strings.Split(pattern[1:], "/"), strings.Split(path[1:], "/")
+	vals := map[string]string{}
+	for i, seg := range pat {
+		if i >= len(p) {
+			return nil, false
+		}
+		if name, ok := strings.CutSuffix(seg, "...}"); ok {
+			vals[name[1:]] = strings.Join(p[i:], "/")
+			return vals, true
+		}
+		if strings.HasPrefix(seg, "{") {
+			if p[i] == "" {
+				return nil, false
+			}
+			vals[seg[1:len(seg)-1]] = p[i]
+		} else if seg != p[i] {
+			return nil, false
+		}
+	}
+	if len(p) != len(pat) {
+		return nil, false
+	}
+	return vals, true
+}
+
+// FuzzRouteMatch checks the router's in-place match, and pathValue on lean routes, against refMatch
+// for the client API's patterns and some made up.
+func FuzzRouteMatch(f *testing.F) {
+	patterns := []string{"/v1/apps/{app}/access_token", "/v1/apps/{app}/corps/{corp}/access_token", "/v1/apps",
+		"/v1/apps/{app}/proxy/{family}/{path...}", "/v1/{ap}/x/{app}", "/{path...}", "/v1/robots/{robot}/send"}
+	for _, p := range []string{"/v1/apps/crm/access_token", "/v1/apps/crm/corps/ding1/access_token", "/v1/apps",
+		"/v1/apps/crm/proxy/oapi/a/b", "/v1/ap/x/app", "/", "//", "/v1/apps//access_token", "/v1/apps/crm/access_tokenx",
+		"/v1/robots/r1/send/", "v1/apps"} {
+		f.Add(p)
+	}
+	names := []string{"app", "corp", "family", "path", "ap", "robot", "nope"}
+	f.Fuzz(func(t *testing.T, path string) {
+		for _, pat := range patterns {
+			rt := newRouter()
+			rt.add(http.MethodGet, pat, nil, true)
+			rte := &rt.routes[0]
+			want, ok := refMatch(pat, path)
+			if got := rte.match(path, nil); got != ok {
+				t.Fatalf("%s on %q: match %v, reference %v", pat, path, got, ok)
+			}
+			if !ok {
+				continue
+			}
+			r := &http.Request{Pattern: pat, URL: &url.URL{Path: path}}
+			for _, n := range names {
+				if got := pathValue(r, n); got != want[n] {
+					t.Fatalf("%s on %q: pathValue(%s) = %q, reference %q", pat, path, n, got, want[n])
+				}
+			}
+		}
+	})
 }
