@@ -4,6 +4,8 @@
 #   bench/run.sh                       # every phase, about 12 minutes
 #   bench/run.sh -phases hot,redis     # only the hot-path comparison and the Redis check
 #   bench/run.sh -h                    # the driver's flags (rounds, wrk connections, scale sizes...)
+#   bench/run.sh -phases instr         # the hot phase's servers under callgrind: instructions per
+#                                      # request, a count the machine's noise does not move (5 minutes)
 #   bench/run.sh --rev before=b0d87c7 -phases hot
 #                                      # also measure tokend built from a git revision, side by side
 #
@@ -12,11 +14,11 @@
 # tokend in the same interleaved rounds. The hot phase pins the servers to CPU 1 and wrk to CPU 0
 # (-server-cpu, -load-cpu) and stores a CPU profile of the work tree's tokend next to the tables.
 #
-# It installs wrk and redis-server with apt-get when they are missing, builds tokend, the fake
-# DingTalk, the baseline server and the driver, and runs the driver, which starts every process on
-# loopback, runs the comparisons and prints Markdown tables (stdout) and progress (stderr). The
-# tables are also saved to bench/results/<UTC time>.md, the CPU profiles next to them (ignored by git).
-# Every process it starts is stopped at the end.
+# It installs wrk and redis-server (and valgrind, for the instr phase) with apt-get when they are
+# missing, builds tokend, the fake DingTalk, the baseline server and the driver, and runs the
+# driver, which starts every process on loopback, runs the comparisons and prints Markdown tables
+# (stdout) and progress (stderr). The tables are also saved to bench/results/<UTC time>.md, the CPU
+# profiles next to them (ignored by git). Every process it starts is stopped at the end.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,6 +28,7 @@ install_missing() {
 	local missing=()
 	command -v wrk >/dev/null || missing+=(wrk)
 	command -v redis-server >/dev/null || missing+=(redis-server)
+	case " $* " in *instr*) command -v valgrind >/dev/null || missing+=(valgrind) ;; esac
 	[ ${#missing[@]} -eq 0 ] && return
 	echo "installing ${missing[*]} with apt-get" >&2
 	local sudo=()
@@ -33,7 +36,7 @@ install_missing() {
 	"${sudo[@]}" apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
-install_missing
+install_missing "$@"
 
 revs=()
 while [ $# -gt 0 ] && [ "$1" = "--rev" ]; do

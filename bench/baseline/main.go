@@ -12,7 +12,8 @@
 // tokend's client API as tokend applies them (newServer and the deadline listener in cmd/tokend; keep
 // tokendServer in step with them), so that the cost of those protections shows apart from the cost
 // of tokend's own code. -server timeouts has the same timeouts on a plain listener, where every
-// deadline move is a runtime timer operation.
+// deadline move is a runtime timer operation. -heap-floor gives the garbage collector tokend's heap
+// floor (internal/heapfloor), so that the cost of that setting shows apart too.
 //
 // Once listening it prints "listening on ADDR" on stdout. SIGINT or SIGTERM stops it.
 package main
@@ -34,6 +35,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/internal/deadline"
+	"github.com/tokend/tokend/internal/heapfloor"
 )
 
 func main() {
@@ -68,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rt := fs.Duration("read-timeout", -1, "override ReadTimeout (0: none)")
 	wt := fs.Duration("write-timeout", -1, "override WriteTimeout (0: none)")
 	it := fs.Duration("idle-timeout", -1, "override IdleTimeout (0: none)")
+	floor := fs.Bool("heap-floor", false, "keep tokend's GC heap floor (internal/heapfloor), as tokend's main does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +86,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hd["Content-Length"] = []string{clen}
 		_, _ = w.Write(b)
 	})
+	if *floor {
+		go heapfloor.Keep(ctx, heapfloor.Default, time.Second, os.Getenv)
+	}
 	var srv *http.Server
 	switch *kind {
 	case "default":

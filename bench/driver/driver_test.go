@@ -186,3 +186,34 @@ func TestTokendBins(t *testing.T) {
 		t.Fatalf("tokendBins = %s", b.String())
 	}
 }
+
+func TestCallgrindTotalAndGCs(t *testing.T) {
+	dir := t.TempDir()
+	dump := filepath.Join(dir, "callgrind.out.123.1")
+	if err := os.WriteFile(dump, []byte("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nfn=main\n16 3\nsummary: 0\n\n\ntotals: 383787108\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := callgrindTotal(dump); err != nil || n != 383787108 {
+		t.Errorf("callgrindTotal = %d, %v; want 383787108", n, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("events: Ir\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := callgrindTotal(empty); err == nil {
+		t.Error("callgrindTotal of a dump without a summary: no error")
+	}
+	log := filepath.Join(dir, "server.log")
+	lines := "==9929== Callgrind, a call-graph generating cache profiler\nlistening on 127.0.0.1:1\n" +
+		"gc 1 @0.051s 1%: 0.021+1.1+0.009 ms clock, 3->3->0 MB, 4 MB goal, 1 P\n" +
+		`{"level":"INFO","msg":"gc settings"}` + "\ngc 2 @0.082s 1%: 0.023+1.0+0.003 ms clock, 3->3->0 MB, 4 MB goal, 1 P\n"
+	if err := os.WriteFile(log, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := countGCs(log); err != nil || n != 2 {
+		t.Errorf("countGCs = %d, %v; want 2", n, err)
+	}
+	if r := (instrRun{requests: 4, instr: 180000}); r.perReq() != 45000 {
+		t.Errorf("perReq = %v", r.perReq())
+	}
+}

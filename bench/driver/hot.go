@@ -18,6 +18,7 @@ import (
 //
 //   - bare: bench/baseline with Go's default http.Server, the reference of the goal;
 //   - bare+timeouts: the same with tokend's connection limits, to show what those cost apart;
+//   - bare+heapfloor: bare with tokend's GC heap floor (internal/heapfloor), the same apart;
 //   - one tokend per binary and log level, each with a real Redis, the fake DingTalk and
 //     -clients configured clients (the benchmark's own key hashed last).
 //
@@ -38,15 +39,18 @@ type hotSide struct {
 // hotRun is what one wrk run against one side measured.
 type hotRun struct {
 	wrkResult
-	cpu time.Duration // the server's CPU time during the run
+	cpu procstat.CPU // the server's CPU time during the run
 }
 
-// perReq is CPU time per request in microseconds.
-func (h hotRun) perReq() float64 {
+// perReq is CPU time (user+system) per request in microseconds.
+func (h hotRun) perReq() float64 { return h.per(h.cpu.User + h.cpu.System) }
+
+// per is d per request in microseconds.
+func (h hotRun) per(d time.Duration) float64 {
 	if h.Requests == 0 {
 		return 0
 	}
-	return float64(h.cpu.Nanoseconds()) / 1000 / float64(h.Requests)
+	return float64(d.Nanoseconds()) / 1000 / float64(h.Requests)
 }
 
 // tokendBin is a tokend binary to measure: a label for the tables and its path.
@@ -98,25 +102,62 @@ func (b *baselineSpecs) Set(v string) error {
 // hotPhases runs the hot-path comparison and the Redis round-trip check.
 func hotPhases(ctx context.Context, l *lab, o options, rep *report) error {
 	defer l.stopAll()
-	rep.progressf("hot: starting redis-server, the fake DingTalk, %d tokend and 2 baselines", len(o.tokends)*len(o.levels))
+	hs, err := startHotSides(ctx, l, o, rep, "hot", nil)
+	if err != nil {
+		return err
+	}
+	defer hs.redis.c.Close()
+	if o.phases["hot"] {
+		if err := hotRounds(ctx, o, rep, hs.sides); err != nil {
+			return err
+		}
+	}
+	if o.phases["redis"] {
+		if err := redisWindows(ctx, o, rep, hs.redis, hs.sides[hs.bases].url); err != nil {
+			return err
+		}
+	}
+	warnings(rep, "hot", hs.first)
+	return nil
+}
+
+// hotSides are the servers of the hot phase, started: the baselines first, then every tokend.
+type hotSides struct {
+	sides []hotSide
+	bases int // how many of sides are baselines
+	first *tokendProc
+	redis *redisServer
+}
+
+// startHotSides starts Redis, the fake DingTalk and every server of the hot phase, the servers
+// pinned to -server-cpu and run through wrap (a command and its flags, which exec the server in the
+// same process: valgrind for the instr phase), if any.
+func startHotSides(ctx context.Context, l *lab, o options, rep *report, phase string, wrap []string) (hs hotSides, err error) {
+	rep.progressf("%s: starting redis-server, the fake DingTalk, %d tokend and %d baselines", phase, len(o.tokends)*len(o.levels), 3+len(o.baselines))
 	l.cpu = o.loadCPU
-	rs, err := l.startRedis(ctx, "redis-hot")
+	rs, err := l.startRedis(ctx, "redis-"+phase)
 	if err != nil {
-		return err
+		return hs, err
 	}
-	defer rs.c.Close()
+	defer func() {
+		if err != nil {
+			rs.c.Close()
+		}
+	}()
 	apps := makeApps(1)
-	appsFile, err := l.writeAppsFile("apps-hot.txt", apps)
+	appsFile, err := l.writeAppsFile("apps-"+phase+".txt", apps)
 	if err != nil {
-		return err
+		return hs, err
 	}
-	_, fake, err := l.startAddr(ctx, "fake-hot", filepath.Join(l.bin, "fakedingtalk"),
+	_, fake, err := l.startAddr(ctx, "fake-"+phase, filepath.Join(l.bin, "fakedingtalk"),
 		[]string{"-listen", "127.0.0.1:0", "-apps-file", appsFile, "-log-level", "warn"})
 	if err != nil {
-		return err
+		return hs, err
 	}
 
-	l.cpu = o.serverCPU
+	l.cpu, l.wrap = o.serverCPU, wrap
+	defer func() { l.cpu, l.wrap = "", nil }()
+	profiles := o.profileDir != "" && wrap == nil
 	var sides []hotSide
 	var first *tokendProc
 	var body []byte
@@ -124,18 +165,18 @@ func hotPhases(ctx context.Context, l *lab, o options, rep *report) error {
 		for _, level := range o.levels {
 			name := bin.label + " " + level
 			setup := tokendSetup{Redis: rs.addr, Fake: fake, Apps: apps, Margin: 10 * time.Minute, MaxRPS: 50,
-				Bin: bin.path, LogLevel: level, Clients: o.clients, Pprof: o.profileDir != "" && bin.label == "tokend"}
-			t, err := l.startTokend(ctx, "tokend-"+strings.ReplaceAll(name, " ", "-"), setup)
+				Bin: bin.path, LogLevel: level, Clients: o.clients, Pprof: profiles && bin.label == "tokend"}
+			t, err := l.startTokend(ctx, phase+"-tokend-"+strings.ReplaceAll(name, " ", "-"), setup)
 			if err != nil {
-				return err
+				return hs, err
 			}
-			if _, err := l.waitReady(ctx, t, time.Minute); err != nil {
-				return err
+			if _, err := l.waitReady(ctx, t, 2*time.Minute); err != nil {
+				return hs, err
 			}
 			url := "http://" + t.api + "/v1/apps/" + apps[0].name + "/access_token"
 			code, b, err := l.get(ctx, url, benchKey)
 			if err != nil || code != 200 {
-				return fmt.Errorf("%s token request: status %d, err %v", name, code, err)
+				return hs, fmt.Errorf("%s token request: status %d, err %v", name, code, err)
 			}
 			if first == nil {
 				first, body = t, b
@@ -148,45 +189,31 @@ func hotPhases(ctx context.Context, l *lab, o options, rep *report) error {
 		}
 	}
 	var bases []hotSide
-	specs := append(baselineSpecs{{"bare", []string{"-server", "default"}}, {"bare+timeouts", []string{"-server", "tokend"}}}, o.baselines...)
+	specs := append(baselineSpecs{{"bare", []string{"-server", "default"}}, {"bare+timeouts", []string{"-server", "tokend"}}, {"bare+heapfloor", []string{"-server", "default", "-heap-floor"}}}, o.baselines...)
 	for i, spec := range specs {
 		name := spec.name
 		args := []string{"-listen", "127.0.0.1:0", "-size", strconv.Itoa(len(body))}
 		pprofAddr := ""
-		if o.profileDir != "" && i == 0 { // the bare server's profile, to compare tokend's with
+		if profiles && i == 0 { // the bare server's profile, to compare tokend's with
 			port, err := freePort()
 			if err != nil {
-				return err
+				return hs, err
 			}
 			pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
 			args = append(args, "-pprof-listen", pprofAddr)
 		}
-		p, addr, err := l.startAddr(ctx, fmt.Sprintf("baseline-%d", i), filepath.Join(l.bin, "baseline"), append(args, spec.args...))
+		p, addr, err := l.startAddr(ctx, fmt.Sprintf("%s-baseline-%d", phase, i), filepath.Join(l.bin, "baseline"), append(args, spec.args...))
 		if err != nil {
-			return err
+			return hs, err
 		}
 		url := "http://" + addr + "/"
 		if code, b, err := l.get(ctx, url, benchKey); err != nil || code != 200 || len(b) != len(body) {
-			return fmt.Errorf("%s answers status %d with %d bytes (err %v), want 200 with %d", name, code, len(b), err, len(body))
+			return hs, fmt.Errorf("%s answers status %d with %d bytes (err %v), want 200 with %d", name, code, len(b), err, len(body))
 		}
 		bases = append(bases, hotSide{name: name, p: p, url: url, ops: pprofAddr})
 	}
-	sides = append(bases, sides...)
 	rep.bodySize = len(body)
-	l.cpu = ""
-
-	if o.phases["hot"] {
-		if err := hotRounds(ctx, o, rep, sides); err != nil {
-			return err
-		}
-	}
-	if o.phases["redis"] {
-		if err := redisWindows(ctx, o, rep, rs, sides[len(bases)].url); err != nil {
-			return err
-		}
-	}
-	warnings(rep, "hot", first)
-	return nil
+	return hotSides{sides: append(bases, sides...), bases: len(bases), first: first, redis: rs}, nil
 }
 
 func hotRounds(ctx context.Context, o options, rep *report, sides []hotSide) error {
@@ -233,7 +260,7 @@ func hotRounds(ctx context.Context, o options, rep *report, sides []hotSide) err
 
 // measure runs wrk once against s and reads s's CPU time around it.
 func measure(ctx context.Context, ld load, s hotSide) (hotRun, error) {
-	c0, err := procstat.CPUTime(s.p.pid())
+	c0, err := procstat.CPUTimes(s.p.pid())
 	if err != nil {
 		return hotRun{}, err
 	}
@@ -241,14 +268,14 @@ func measure(ctx context.Context, ld load, s hotSide) (hotRun, error) {
 	if err != nil {
 		return hotRun{}, err
 	}
-	c1, err := procstat.CPUTime(s.p.pid())
+	c1, err := procstat.CPUTimes(s.p.pid())
 	if err != nil {
 		return hotRun{}, err
 	}
 	if res.Non2xx > 0 {
 		return hotRun{}, fmt.Errorf("%s answered %d requests with a non-2xx status", s.name, res.Non2xx)
 	}
-	return hotRun{wrkResult: res, cpu: c1 - c0}, nil
+	return hotRun{wrkResult: res, cpu: c1.Sub(c0)}, nil
 }
 
 // profile fetches a CPU profile from tokend's /debug/pprof/profile while wrk loads it as in a round.
@@ -336,25 +363,29 @@ func (r *report) hot(o options, sides []hotSide, runs [][]hotRun) {
 		r.printf("paced (each connection waits %s between a response and its next request: about the same offered rate for every side), ", o.ld.Pace)
 	}
 	r.printf("once per round in a rotating order. CPU/req = the server's user+system CPU time during the run (from\n")
-	r.printf("`/proc/PID/stat`) ÷ requests served; ratio = bare CPU/req ÷ the side's CPU/req in the same round.\n\n")
-	r.printf("| round | side | req/s | p50 | p99 | CPU/req | CPU ratio |\n|---|---|---:|---:|---:|---:|---:|\n")
+	r.printf("`/proc/PID/stat`) ÷ requests served, and its two parts: user (the process's own code) and system (the kernel on\n")
+	r.printf("its behalf: its system calls and the loopback network stack under them); ratio = bare CPU/req ÷ the side's\n")
+	r.printf("CPU/req in the same round.\n\n")
+	r.printf("| round | side | req/s | p50 | p99 | CPU/req | user | system | CPU ratio |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for rd, row := range runs {
 		for i, s := range sides {
 			h := row[i]
-			r.printf("| %d | %s | %.0f | %s | %s | %.2f µs | %.3f |\n", rd+1, s.name, h.RPS, ms(h.P50), ms(h.P99), h.perReq(), row[0].perReq()/h.perReq())
+			r.printf("| %d | %s | %.0f | %s | %s | %.2f µs | %.2f µs | %.2f µs | %.3f |\n", rd+1, s.name, h.RPS, ms(h.P50), ms(h.P99),
+				h.perReq(), h.per(h.cpu.User), h.per(h.cpu.System), row[0].perReq()/h.perReq())
 		}
 	}
 	r.printf("\nMedians over the rounds (min–max in brackets):\n\n")
-	r.printf("| side | req/s | p99 | CPU/req | CPU ratio to bare |\n|---|---:|---:|---:|---:|\n")
+	r.printf("| side | req/s | p99 | CPU/req | user | system | CPU ratio to bare |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for i, s := range sides {
-		var rps, p99, cpu, ratio []float64
+		var rps, p99, cpu, usr, sys, ratio []float64
 		for _, row := range runs {
 			h := row[i]
 			rps, p99 = append(rps, h.RPS), append(p99, float64(h.P99))
 			cpu, ratio = append(cpu, h.perReq()), append(ratio, row[0].perReq()/h.perReq())
+			usr, sys = append(usr, h.per(h.cpu.User)), append(sys, h.per(h.cpu.System))
 		}
-		r.printf("| %s | %.0f | %s | %.2f µs (%.2f–%.2f) | **%.3f** (%.3f–%.3f) |\n", s.name, median(rps), ms(time.Duration(median(p99))),
-			median(cpu), minOf(cpu), maxOf(cpu), median(ratio), minOf(ratio), maxOf(ratio))
+		r.printf("| %s | %.0f | %s | %.2f µs (%.2f–%.2f) | %.2f µs | %.2f µs | **%.3f** (%.3f–%.3f) |\n", s.name, median(rps), ms(time.Duration(median(p99))),
+			median(cpu), minOf(cpu), maxOf(cpu), median(usr), median(sys), median(ratio), minOf(ratio), maxOf(ratio))
 		if strings.HasPrefix(s.name, "tokend ") {
 			m := median(ratio)
 			r.check("hot path: "+s.name+" server CPU vs bare net/http", "≥ 0.90",

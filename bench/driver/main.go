@@ -8,7 +8,9 @@
 //   - scale: 10 000 apps in one replica: warm-up time within the upstream budget, resident memory,
 //     idle CPU, and upstream calls per app per refresh cycle;
 //   - budget: two replicas sharing one Redis, and the rate DingTalk (the fake) sees during their
-//     warm-up against upstream.max_rps.
+//     warm-up against upstream.max_rps;
+//   - instr (not run by default): the hot phase's servers under valgrind's callgrind, instructions
+//     per request in user space, a count no neighbour's load moves (see instr.go).
 //
 // Every process runs on loopback and is stopped when the driver returns (or dies: they get SIGKILL
 // with their parent). Usage: driver -bin DIR [flags]; DIR holds tokend, fakedingtalk and baseline.
@@ -46,6 +48,8 @@ type options struct {
 
 	ld     load
 	rounds int
+	// instrDuration is the counted window of each side in the instr phase.
+	instrDuration time.Duration
 	// The hot phase: tokend binaries and log levels to compare, clients configured, CPUs to pin the
 	// servers and the load generator to, and where to store CPU profiles ("" for none).
 	tokends       tokendBins
@@ -76,12 +80,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	var phases string
 	fs.StringVar(&o.bin, "bin", "", "`dir`ectory holding the tokend, fakedingtalk and baseline binaries")
-	fs.StringVar(&phases, "phases", "hot,redis,scale,budget", "comma-separated phases to run")
+	fs.StringVar(&phases, "phases", "hot,redis,scale,budget", "comma-separated phases to run (also: instr, the hot phase's sides under callgrind)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) after the run")
 	fs.IntVar(&o.ld.Threads, "threads", 1, "wrk threads")
 	fs.IntVar(&o.ld.Conns, "connections", 64, "wrk connections")
 	fs.DurationVar(&o.ld.Duration, "duration", 5*time.Second, "length of one wrk run")
 	fs.DurationVar(&o.ld.Pace, "pace", 0, "hot phase: each wrk connection waits this long (whole ms) between a response and its next request, so every server gets the same offered rate (0: wrk's closed loop, as fast as each server answers)")
+	fs.DurationVar(&o.instrDuration, "instr-duration", 60*time.Second, "instr phase: length of each side's counted wrk run")
 	fs.IntVar(&o.rounds, "rounds", 7, "rounds of the hot-path comparison (every side once per round)")
 	fs.Var(&o.tokends, "tokend", "`label=path` of a tokend binary to compare (repeatable; default tokend=DIR/tokend)")
 	fs.Var(&o.baselines, "baseline", "`name=flags`: one more baseline side, bench/baseline run with these flags (repeatable)")
@@ -126,7 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "hot", "redis", "scale", "budget":
+		case "hot", "redis", "scale", "budget", "instr":
 			o.phases[p] = true
 		default:
 			return fmt.Errorf("unknown phase %q", p)
@@ -151,6 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep.machine(ctx)
 	if o.phases["hot"] || o.phases["redis"] {
 		if err := hotPhases(ctx, l, o, rep); err != nil {
+			return err
+		}
+	}
+	if o.phases["instr"] {
+		if err := instrPhase(ctx, l, o, rep); err != nil {
 			return err
 		}
 	}

@@ -37,6 +37,9 @@ type lab struct {
 	hc  *http.Client
 	// cpu, when set, pins the processes started next to these CPUs (taskset -c).
 	cpu string
+	// wrap, when set, runs the processes started next through this command and its flags (which
+	// must exec the process in place, keeping its PID: env, valgrind).
+	wrap []string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -49,6 +52,9 @@ func (l *lab) start(ctx context.Context, name, bin string, args []string, wait f
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
+	}
+	if len(l.wrap) > 0 {
+		bin, args = l.wrap[0], append(append(l.wrap[1:len(l.wrap):len(l.wrap)], bin), args...)
 	}
 	if l.cpu != "" {
 		bin, args = "taskset", append([]string{"-c", l.cpu, bin}, args...)

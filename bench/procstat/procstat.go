@@ -15,27 +15,41 @@ const userHZ = 100
 
 // CPUTime returns the user+system CPU time pid has used so far, all threads included.
 func CPUTime(pid int) (time.Duration, error) {
+	c, err := CPUTimes(pid)
+	return c.User + c.System, err
+}
+
+// CPU is a process's CPU time so far, all threads included, split as /proc/PID/stat splits it: in
+// user space and in the kernel on the process's behalf (its system calls, the network stack under
+// them).
+type CPU struct{ User, System time.Duration }
+
+// Sub is c - o, field by field.
+func (c CPU) Sub(o CPU) CPU { return CPU{c.User - o.User, c.System - o.System} }
+
+// CPUTimes returns pid's user and system CPU time so far.
+func CPUTimes(pid int) (CPU, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return CPU{}, err
 	}
 	// The command name, field 2, is in parentheses and may hold spaces: count fields after it.
 	s := string(raw)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return CPU{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+		return CPU{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+		return CPU{}, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return time.Duration(ut+st) * time.Second / userHZ, nil
+	return CPU{time.Duration(ut) * time.Second / userHZ, time.Duration(st) * time.Second / userHZ}, nil
 }
 
 // Memory is a process's resident memory, from /proc/PID/status.

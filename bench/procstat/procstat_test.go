@@ -27,6 +27,16 @@ func TestOwnProcess(t *testing.T) {
 	if m.RSS <= 0 || m.Peak < m.RSS {
 		t.Errorf("memory %+v: want RSS > 0 and peak >= RSS", m)
 	}
+	c, err := CPUTimes(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.User+c.System < after {
+		t.Errorf("CPUTimes %+v: want user+system >= %v, the total read before", c, after)
+	}
+	if d := c.Sub(CPU{User: c.User, System: c.System}); d != (CPU{}) {
+		t.Errorf("c.Sub(c) = %+v, want zero", d)
+	}
 	if _, err := CPUTime(-1); err == nil {
 		t.Error("CPUTime(-1): no error")
 	}
