@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-// Default is tokend's floor: 32 MiB, about ten times its live heap with a few apps. Under load the
+// Default is tokend's floor: 32 MiB, ten to thirty times its live heap with a few apps. Under load the
 // GC then runs a few times a second rather than dozens, for some 30 MiB of memory.
 const Default = 32 << 20
 

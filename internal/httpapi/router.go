@@ -221,8 +221,8 @@ func (rte *route) match(p string, r *http.Request) bool {
 			}
 			rest = rest[j:]
 		}
-		// The segment must end where the path's does: at its end for the last one, at a "/"
-		// followed by more for the others.
+		// The segment must end where the path's does: at the path's end for the last one, at a "/"
+		// for the others (what follows it is the next segment's to check).
 		if i == last {
 			return rest == ""
 		}
