@@ -110,9 +110,13 @@ func (s *Server) prepareEvent(suiteKey string, ev ISVEvent) (prepared, error) {
 			p.pushedAt = now
 		}
 		if p.ticket == "" {
+			var minted time.Time
 			var err error
-			if p.ticket, p.pushedAt, err = s.MintSuiteTicket(suiteKey); err != nil {
+			if p.ticket, minted, err = s.MintSuiteTicket(suiteKey); err != nil {
 				return prepared{}, err
+			}
+			if ev.PushedAt.IsZero() {
+				p.pushedAt = minted
 			}
 		}
 		body["SuiteTicket"], body["TimeStamp"] = p.ticket, strconv.FormatInt(p.pushedAt.UnixMilli(), 10)

@@ -124,6 +124,19 @@ func run(t *testing.T, c *stream.Client) context.CancelFunc {
 	return cancel
 }
 
+// tickets makes suite_ticket events whose pushes are a second apart, so each is newer than the last
+// by more than the store's millisecond resolution (two pushes in one millisecond keep the first).
+type tickets struct {
+	next time.Time
+}
+
+func newTickets() *tickets { return &tickets{next: time.Now().Truncate(time.Second)} }
+
+func (ts *tickets) event() fakedingtalk.ISVEvent {
+	ts.next = ts.next.Add(time.Second)
+	return fakedingtalk.ISVEvent{Type: fakedingtalk.EventSuiteTicket, PushedAt: ts.next}
+}
+
 func storedTicket(t *testing.T, st interface {
 	GetSuiteTicket(ctx context.Context, app string) (store.SuiteTicket, bool, error)
 }) string {
@@ -144,7 +157,8 @@ func TestClientEventsPingsDisconnects(t *testing.T) {
 	run(t, c)
 	g.wait(t, "connected", func(s fakedingtalk.StreamStats) bool { return s.Connections == 1 })
 
-	_, res, err := g.fake.PublishStream("suite1", fakedingtalk.ISVEvent{Type: fakedingtalk.EventSuiteTicket})
+	ts := newTickets()
+	_, res, err := g.fake.PublishStream("suite1", ts.event())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +175,7 @@ func TestClientEventsPingsDisconnects(t *testing.T) {
 	// disconnect: the client opens a new connection at once and keeps receiving.
 	g.fake.DisconnectStream("suite1")
 	g.wait(t, "reconnected", func(s fakedingtalk.StreamStats) bool { return s.Opens == 2 && s.Connections == 1 })
-	_, res, _ = g.fake.PublishStream("suite1", fakedingtalk.ISVEvent{Type: fakedingtalk.EventSuiteTicket})
+	_, res, _ = g.fake.PublishStream("suite1", ts.event())
 	g.wait(t, "second event acknowledged", func(s fakedingtalk.StreamStats) bool { return s.Acked == 2 && s.Pending == 0 })
 	if got := storedTicket(t, sink.st); got != res.SuiteTicket {
 		t.Fatal("the stored ticket is not the newest published")
@@ -170,7 +184,7 @@ func TestClientEventsPingsDisconnects(t *testing.T) {
 	// An event the sink cannot keep is answered LATER and stays pending; redelivered once the sink
 	// works again, it is taken.
 	sink.fail.Store(true)
-	_, res, _ = g.fake.PublishStream("suite1", fakedingtalk.ISVEvent{Type: fakedingtalk.EventSuiteTicket})
+	_, res, _ = g.fake.PublishStream("suite1", ts.event())
 	g.wait(t, "event refused", func(s fakedingtalk.StreamStats) bool { return s.Refused == 1 && s.Pending == 1 })
 	sink.fail.Store(false)
 	if g.fake.RedeliverStream("suite1") != 1 {
