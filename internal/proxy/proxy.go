@@ -264,7 +264,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, t Target) (Outco
 		out.Status = resp.StatusCode
 		out.UpstreamCode = ans.v.code
 		out.Result = resultOf(resp.StatusCode, ans.v)
-		out.Abort = !stream(w, resp, ans.prefix)
+		out.Abort = !stream(w, resp, ans)
 		resp.Body.Close()
 		return out, nil
 	}
@@ -302,9 +302,10 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t Target, value strin
 	return p.rt.RoundTrip(req)
 }
 
-// answer is a response whose beginning was read: prefix holds it (the whole body when complete).
+// answer is a response whose beginning was read: prefix holds it (the whole body when whole).
 type answer struct {
 	prefix []byte
+	whole  bool
 	v      verdict
 }
 
@@ -327,23 +328,32 @@ func inspect(resp *http.Response) (answer, error) {
 		return answer{prefix: buf}, nil // longer than peekMax: not an envelope
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		buf = buf[:n]
-		return answer{prefix: buf, v: classify(resp.StatusCode, ct, buf)}, nil
+		return answer{prefix: buf, whole: true, v: classify(resp.StatusCode, ct, buf)}, nil
 	}
 	return answer{}, err
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// stream writes resp's status and headers, then prefix and the rest of the body, to w. It returns
-// false when the body broke off (the caller must then be cut off); a caller that went away is not
-// a failure of the answer.
-func stream(w http.ResponseWriter, resp *http.Response, prefix []byte) bool {
+// stream writes resp's status and headers, then the answer's prefix and the rest of the body, to
+// w. It returns false when the body broke off (the caller must then be cut off); a caller that went
+// away is not a failure of the answer.
+//
+// What DingTalk has sent is flushed to the caller before the next read, which may wait: otherwise
+// the tail of a chunk (less than the server's 4 KiB buffer) would sit in tokend while DingTalk takes
+// its time with the rest. An answer read whole (the usual small JSON) is not flushed here: the
+// server sends it with the end of the response, in one write.
+func stream(w http.ResponseWriter, resp *http.Response, ans answer) bool {
 	h := w.Header()
 	copyResponseHeader(h, resp.Header)
 	h["Cache-Control"] = []string{"no-store"}
 	w.WriteHeader(resp.StatusCode)
-	if len(prefix) > 0 {
-		if _, err := w.Write(prefix); err != nil {
+	rc := http.NewResponseController(w)
+	if len(ans.prefix) > 0 {
+		if _, err := w.Write(ans.prefix); err != nil {
+			return true
+		}
+		if !ans.whole && !flushed(rc) {
 			return true
 		}
 	}
@@ -356,6 +366,9 @@ func stream(w http.ResponseWriter, resp *http.Response, prefix []byte) bool {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return true
 			}
+			if !flushed(rc) {
+				return true
+			}
 		}
 		switch {
 		case rerr == io.EOF:
@@ -364,6 +377,13 @@ func stream(w http.ResponseWriter, resp *http.Response, prefix []byte) bool {
 			return false
 		}
 	}
+}
+
+// flushed flushes rc and reports whether the caller is still there: a writer that cannot flush
+// still gets the whole answer, only later.
+func flushed(rc *http.ResponseController) bool {
+	err := rc.Flush()
+	return err == nil || errors.Is(err, http.ErrNotSupported)
 }
 
 // reqBody is the request body as the proxy sends it: kept whole when small (and then sent again on

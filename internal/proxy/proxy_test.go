@@ -438,20 +438,24 @@ func TestLargeAnswerNotInspected(t *testing.T) {
 
 func TestStreamsAnswerWithoutBuffering(t *testing.T) {
 	release := make(chan struct{})
-	const total = 4 << 20
+	const total, first = 4 << 20, 1 << 20
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", fmt.Sprint(total))
-		w.Write(make([]byte, 1<<20))
+		// The first part ends with a short write: a proxy that kept a tail shorter than its
+		// server's buffer until the next read returned would not deliver it either.
+		w.Write(make([]byte, first-100))
 		w.(http.Flusher).Flush()
-		// The rest only once the caller has received the first MiB: a proxy that buffered the
+		w.Write(make([]byte, 100))
+		w.(http.Flusher).Flush()
+		// The rest only once the caller has received the first part: a proxy that buffered the
 		// whole answer would never deliver it.
 		select {
 		case <-release:
 		case <-r.Context().Done():
 			return
 		}
-		w.Write(make([]byte, total-1<<20))
+		w.Write(make([]byte, total-first))
 	})
 	f := newFront(t, newProxy(t, up, nil), proxyrule.API)
 	resp, err := http.DefaultClient.Do(mustReq(t, http.MethodGet, f.URL+"/v1.0/media/x", nil))
@@ -462,12 +466,12 @@ func TestStreamsAnswerWithoutBuffering(t *testing.T) {
 	if resp.ContentLength != total {
 		t.Errorf("Content-Length %d", resp.ContentLength)
 	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+	if _, err := io.ReadFull(resp.Body, make([]byte, first)); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
 	n, err := io.Copy(io.Discard, resp.Body)
-	if err != nil || n != total-1<<20 {
+	if err != nil || n != total-first {
 		t.Errorf("rest: %d bytes, %v", n, err)
 	}
 }
