@@ -5,7 +5,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -386,110 +384,6 @@ func flushed(rc *http.ResponseController) bool {
 	return err == nil || errors.Is(err, http.ErrNotSupported)
 }
 
-// reqBody is the request body as the proxy sends it: kept whole when small (and then sent again on
-// a retry), or streamed once from the caller.
-type reqBody struct {
-	kept   []byte
-	stream *limitedBody // nil when the body is kept
-	size   int64        // the caller's Content-Length, -1 unknown
-}
-
-func (b *reqBody) replayable() bool { return b.stream == nil }
-
-// reader returns the body for one call and its length (-1: unknown, sent chunked).
-func (b *reqBody) reader() (io.ReadCloser, int64) {
-	if b.stream != nil {
-		return b.stream, b.size
-	}
-	if len(b.kept) == 0 {
-		return http.NoBody, 0
-	}
-	return io.NopCloser(bytes.NewReader(b.kept)), int64(len(b.kept))
-}
-
-// readBody keeps a body of at most KeepMax bytes (reading it now) and prepares a longer one for
-// streaming, bounded by maxBody.
-func (p *Proxy) readBody(r *http.Request) (*reqBody, error) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return &reqBody{}, nil
-	}
-	keep := int64(min(KeepMax, p.maxBody))
-	var buf bytes.Buffer
-	if r.ContentLength > 0 && r.ContentLength <= keep {
-		buf.Grow(int(r.ContentLength))
-	} else {
-		buf.Grow(4 << 10)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, keep+1))
-	if err != nil {
-		return &reqBody{}, &callerError{err}
-	}
-	if n <= keep {
-		return &reqBody{kept: buf.Bytes()}, nil
-	}
-	if n > p.maxBody {
-		return &reqBody{}, ErrBodyTooLarge
-	}
-	return &reqBody{
-		stream: &limitedBody{r: io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), left: p.maxBody},
-		size:   r.ContentLength,
-	}, nil
-}
-
-// limitedBody streams the caller's body, failing once more than left bytes came, and remembers why
-// it failed.
-type limitedBody struct {
-	r        io.Reader
-	left     int64
-	tooLarge bool
-	err      error // the caller's read error
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	if l.tooLarge {
-		return 0, ErrBodyTooLarge
-	}
-	if int64(len(p)) > l.left+1 {
-		p = p[:l.left+1]
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		l.tooLarge = true
-		return 0, ErrBodyTooLarge
-	}
-	if err != nil && err != io.EOF {
-		l.err = err
-	}
-	return n, err
-}
-
-// Close does nothing: the server closes the caller's body.
-func (l *limitedBody) Close() error { return nil }
-
-// callerBody extends the connection's read deadline by BodyIdle (at most to the end of the
-// exchange) at each read of the caller's body.
-type callerBody struct {
-	io.ReadCloser
-	rc  *http.ResponseController
-	end time.Time
-}
-
-func (b *callerBody) Read(p []byte) (int, error) {
-	d := time.Now().Add(BodyIdle)
-	if d.After(b.end) {
-		d = b.end
-	}
-	_ = b.rc.SetReadDeadline(d)
-	return b.ReadCloser.Read(p)
-}
-
-// callerError is a failure reading the caller's request.
-type callerError struct{ err error }
-
-func (e *callerError) Error() string { return "read request body: " + e.err.Error() }
-func (e *callerError) Unwrap() error { return e.err }
-
 // failed turns a failure of reading the request or of a call into Forward's error and outcome.
 func (p *Proxy) failed(ctx context.Context, r *http.Request, body *reqBody, err error) (Outcome, error) {
 	var mbe *http.MaxBytesError
@@ -533,82 +427,4 @@ func (p *Proxy) egressFailed(ctx context.Context, r *http.Request, err error) (O
 		return Outcome{Status: http.StatusServiceUnavailable, Result: "ip_ban"}, fmt.Errorf("proxy egress: %w", err)
 	}
 	return Outcome{Status: http.StatusTooManyRequests, Result: "rate_limited"}, fmt.Errorf("proxy egress: %w", err)
-}
-
-// hopByHop are the headers of one connection (RFC 9110 7.6.1), never forwarded.
-var hopByHop = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-}
-
-// dropRequest are the caller's headers that never reach DingTalk besides the hop-by-hop ones: its
-// credentials for tokend, cookies, a placeholder token, tokend's own gateway headers, and what the
-// transport sets itself.
-var dropRequest = map[string]bool{
-	"Authorization": true, "Cookie": true, "X-Acs-Dingtalk-Access-Token": true, "X-Tokend-App": true,
-	"X-Tokend-Corp": true, "Host": true, "Content-Length": true, "Expect": true,
-}
-
-func copyRequestHeader(dst, src http.Header) {
-	conn := connectionTokens(src)
-	for k, vv := range src {
-		if hopByHop[k] || dropRequest[k] || conn[k] {
-			continue
-		}
-		dst[k] = vv
-	}
-	if _, ok := dst["User-Agent"]; !ok {
-		// Without it the transport would announce Go's own.
-		dst["User-Agent"] = []string{""}
-	}
-}
-
-func copyResponseHeader(dst, src http.Header) {
-	conn := connectionTokens(src)
-	for k, vv := range src {
-		if hopByHop[k] || conn[k] || k == "Set-Cookie" || k == "Set-Cookie2" {
-			continue
-		}
-		dst[k] = vv
-	}
-}
-
-// connectionTokens are the header names a Connection header lists (hop-by-hop too).
-func connectionTokens(h http.Header) map[string]bool {
-	vv := h["Connection"]
-	if len(vv) == 0 {
-		return nil
-	}
-	out := map[string]bool{}
-	for _, v := range vv {
-		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				out[http.CanonicalHeaderKey(f)] = true
-			}
-		}
-	}
-	return out
-}
-
-// stripToken removes every access_token parameter from a raw query, keeping the rest as it was
-// written (order and escaping).
-func stripToken(raw string) string {
-	if raw == "" || !strings.Contains(raw, "access") && !strings.Contains(raw, "%") {
-		return raw
-	}
-	var b strings.Builder
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" {
-			continue
-		}
-		k, _, _ := strings.Cut(part, "=")
-		if dk, err := url.QueryUnescape(k); err == nil && dk == "access_token" || k == "access_token" {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(part)
-	}
-	return b.String()
 }
