@@ -3,6 +3,8 @@ package fakedingtalk
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"time"
 )
 
@@ -159,4 +161,146 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	}
 	*f = Fault{Mode: j.Mode, Latency: lat, Endpoint: j.Endpoint}
 	return nil
+}
+
+// call is one DingTalk request as admit sees it.
+type call struct {
+	legacy   bool
+	endpoint string // EndpointToken or EndpointTicket
+	key      string // appKey / corp id, or the app of the presented token; "" if unknown
+	corp     bool   // legacy token call by corpid
+	// countAborts is set by admit: an internal app's call counts in Counts.Aborted when its client
+	// gives up during a fault (ISV calls are counted in ISVCounts, which has no such count).
+	countAborts bool
+}
+
+// admit counts the call, applies the automatic ban and any fault. It returns proceed false when it
+// already answered (or dropped) the request, and badExpiry when the answer must say expires_in 0.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, c call) (proceed, badExpiry bool) {
+	now := s.now()
+	s.mu.Lock()
+	cnt := s.calls[c.key]
+	if cnt == nil {
+		cnt = &Counts{}
+		s.calls[c.key] = cnt
+	}
+	switch c.endpoint {
+	case EndpointToken:
+		cnt.Token++
+	case EndpointAPI:
+		cnt.API++
+		s.apiAt = append(s.apiAt, now)
+		if len(s.apiAt) > maxAPITimes {
+			s.apiAt = s.apiAt[len(s.apiAt)-maxAPITimes/2:]
+		}
+	default:
+		cnt.Ticket++
+	}
+	s.total++
+	banned := s.banLocked(remoteIP(r), now)
+	f, faulted := s.faultLocked(c.key, c.endpoint)
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	s.log.Debug("fake dingtalk call", "app", c.key, "endpoint", c.endpoint, "legacy", c.legacy, "banned", banned, "fault", f.Mode.String())
+	if banned {
+		writeBanHTML(w)
+		return false, false
+	}
+	if !faulted {
+		return true, false
+	}
+	c.countAborts = true
+	return s.suffer(w, r, c, f)
+}
+
+// suffer applies fault f to call c, whose admission found it: it holds the call for the fault's
+// latency (or for ever), then answers as the fault's mode says. Like admit, it returns proceed false
+// when it already answered (or dropped) the request, and badExpiry when the answer must say
+// expires_in 0. A client that gives up meanwhile counts in Counts.Aborted when c.countAborts is set.
+func (s *Server) suffer(w http.ResponseWriter, r *http.Request, c call, f Fault) (proceed, badExpiry bool) {
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			s.abandoned(c)
+			return false, false
+		case <-s.closed:
+			panic(http.ErrAbortHandler)
+		}
+	}
+	switch f.Mode {
+	case FaultNone:
+		return true, false
+	case FaultBadExpiry:
+		return true, true
+	case FaultHang:
+		select {
+		case <-r.Context().Done():
+			s.abandoned(c)
+			return false, false
+		case <-s.closed:
+			panic(http.ErrAbortHandler) // drop the connection
+		}
+	}
+	s.writeFault(w, c, f.Mode)
+	return false, false
+}
+
+// abandoned notes that c's client gave up while a fault held it.
+func (s *Server) abandoned(c call) {
+	if c.countAborts {
+		s.aborted(c.key)
+	}
+}
+
+func (s *Server) faultLocked(key, endpoint string) (Fault, bool) {
+	if key != "" {
+		if f, ok := s.faults[key]; ok && f.matches(endpoint) {
+			return f, true
+		}
+	}
+	if f, ok := s.faults[""]; ok && f.matches(endpoint) {
+		return f, true
+	}
+	return Fault{}, false
+}
+
+// banLocked applies Options.BanAfter to a call from ip at now and reports whether ip is banned.
+func (s *Server) banLocked(ip string, now time.Time) bool {
+	if s.banAfter <= 0 {
+		return false
+	}
+	st := s.ips[ip]
+	if st == nil {
+		st = &ipState{}
+		s.ips[ip] = st
+	}
+	if now.Before(st.bannedUntil) {
+		return true
+	}
+	keep := st.calls[:0]
+	for _, t := range st.calls {
+		if now.Sub(t) < BanWindow {
+			keep = append(keep, t)
+		}
+	}
+	st.calls = append(keep, now)
+	if len(st.calls) > s.banAfter {
+		st.bannedUntil = now.Add(BanDuration)
+		st.calls = nil
+		s.log.Info("fake dingtalk banned client ip", "ip", ip, "until", st.bannedUntil)
+		return true
+	}
+	return false
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
